@@ -1,0 +1,3 @@
+from opssecrets.cli import main
+
+raise SystemExit(main())

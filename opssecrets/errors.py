@@ -1,0 +1,60 @@
+"""One error hierarchy; each class carries the exit code the CLI returns for it.
+
+Exit codes (documented in the README):
+  0 ok; 1 a check found problems; 2 usage or bad input; 3 environment (sops/age missing or
+  too old, no identity that can decrypt); 4 sops/age failed; 130 interrupted.
+
+Messages are one line, name the problem and the fix, and never hold a secret value.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FINDINGS = 1
+EXIT_USAGE = 2
+EXIT_ENVIRONMENT = 3
+EXIT_TOOL_FAILED = 4
+EXIT_INTERRUPTED = 130
+EXIT_INTERNAL = 70  # a bug: the traceback's frames go to a log, not the screen
+
+
+class OpsError(Exception):
+    """An expected failure: shown as one line, mapped to a fixed exit code."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadInput(OpsError):
+    """The user's arguments or files are wrong (exit 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+class EnvironmentProblem(OpsError):
+    """A needed tool, file or identity is missing from this machine (exit 3)."""
+
+    exit_code = EXIT_ENVIRONMENT
+
+
+class ToolFailed(OpsError):
+    """sops or age ran and failed (exit 4); ``detail`` holds their stderr, never a secret."""
+
+    exit_code = EXIT_TOOL_FAILED
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
+class NoIdentity(EnvironmentProblem):
+    """No available identity can decrypt a file's data key (exit 3)."""
+
+
+class Findings(OpsError):
+    """A check ran and found problems (exit 1)."""
+
+    exit_code = EXIT_FINDINGS

@@ -1,0 +1,84 @@
+"""One ops repository: its root, its ``.sops.yaml``, its sops files, and sops bound to it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from opssecrets import git
+from opssecrets.errors import BadInput
+from opssecrets.secretfile import NotASopsFile, SecretFile, looks_like_sops_file, read_secret_file
+from opssecrets.sops import Sops, find_sops
+
+CONFIG_NAME = ".sops.yaml"
+_SKIP_DIRS = {".git", ".opssecrets", "node_modules", "result", ".direnv", "__pycache__", ".venv"}
+
+
+@dataclass(frozen=True)
+class Repo:
+    root: Path
+
+    @classmethod
+    def locate(cls, explicit: Path | None) -> Repo:
+        return cls(git.find_repo_root(explicit))
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / CONFIG_NAME
+
+    def require_config(self) -> Path:
+        if not self.config_path.is_file():
+            raise BadInput(f"no {CONFIG_NAME} in {self.root}: run 'opssecrets init' first, or pass --repo DIR")
+        return self.config_path
+
+    @cached_property
+    def sops(self) -> Sops:
+        from opssecrets.identity import identity_env
+
+        return Sops(find_sops(), self.root, self.config_path, identity_env())
+
+    @property
+    def state_dir(self) -> Path:
+        return git.state_dir(self.root)
+
+    def relpath(self, path: Path) -> str:
+        """``path`` relative to the root, posix; refuses paths outside the repository."""
+        absolute = path if path.is_absolute() else Path.cwd() / path
+        try:
+            return Path(os.path.normpath(absolute)).relative_to(self.root).as_posix()
+        except ValueError as exc:
+            raise BadInput(f"{path} is outside the repository {self.root}") from exc
+
+    def candidate_files(self) -> list[str]:
+        """Every file that could be a secret file (relative posix paths), git-aware."""
+        listed = git.listed_files(self.root)
+        if listed is not None:
+            return [p for p in listed if (self.root / p).is_file() and p != CONFIG_NAME]
+        found: list[str] = []
+        for folder, dirs, files in os.walk(self.root):
+            dirs[:] = [d for d in dirs if d not in _SKIP_DIRS]
+            for name in files:
+                rel = Path(folder, name).relative_to(self.root).as_posix()
+                if rel != CONFIG_NAME:
+                    found.append(rel)
+        return sorted(found)
+
+    def secret_files(self, only: list[str] | None = None) -> list[SecretFile]:
+        """The sops-encrypted files in the repository (or among ``only``), metadata parsed."""
+        out: list[SecretFile] = []
+        for rel in only if only is not None else self.candidate_files():
+            path = self.root / rel
+            try:
+                with path.open("rb") as handle:
+                    head = handle.read(1 << 20)
+            except OSError:
+                continue
+            if not looks_like_sops_file(head):
+                continue
+            try:
+                out.append(read_secret_file(path))
+            except NotASopsFile:
+                continue
+        return out

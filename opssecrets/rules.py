@@ -1,0 +1,196 @@
+"""Creation rules as sops reads them, and sops' rule matching.
+
+This module is the read-only model, built from plain parsed data (PyYAML's C loader is
+enough and fast, so the guard can use it without ruamel.yaml). Editing lives in
+``sopsconfig``, which builds the same model from its own parse.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from opssecrets.errors import BadInput
+
+KEY_TYPES = ("age", "pgp", "kms", "gcp_kms", "azure_keyvault", "hc_vault_transit_uri", "hc_vault")
+
+
+@dataclass(frozen=True)
+class KeyGroup:
+    """One group of master keys: ``age`` recipients plus any other key types, as strings."""
+
+    age: tuple[str, ...] = ()
+    other: tuple[tuple[str, str], ...] = ()  # (key type, identifier)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.age and not self.other
+
+
+@dataclass(frozen=True)
+class CreationRule:
+    index: int
+    path_regex: str | None
+    groups: tuple[KeyGroup, ...]
+    shamir_threshold: int | None = None
+    uses_key_groups: bool = False
+    encryption_policy: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def age_recipients(self) -> tuple[str, ...]:
+        seen: dict[str, None] = {}
+        for group in self.groups:
+            for key in group.age:
+                seen.setdefault(key, None)
+        return tuple(seen)
+
+    @property
+    def has_recipients(self) -> bool:
+        return any(not group.is_empty for group in self.groups)
+
+    @property
+    def only_age(self) -> bool:
+        return self.has_recipients and all(not group.other for group in self.groups)
+
+    def compiled(self) -> re.Pattern[str] | None:
+        if self.path_regex is None:
+            return None
+        return _compile(self.path_regex)
+
+    def matches(self, relpath: str) -> bool:
+        pattern = self.compiled()
+        return pattern is None or pattern.search(relpath) is not None
+
+    @property
+    def label(self) -> str:
+        return f"rule {self.index + 1}" + (f" ({self.path_regex})" if self.path_regex is not None else " (matches every path)")
+
+
+_compiled: dict[str, re.Pattern[str]] = {}
+
+
+def _compile(regex: str) -> re.Pattern[str]:
+    pattern = _compiled.get(regex)
+    if pattern is None:
+        pattern = re.compile(regex)
+        _compiled[regex] = pattern
+    return pattern
+
+
+def split_key_list(value: Any) -> tuple[str, ...]:
+    """A key list as sops reads it: a comma-separated string, or (since 3.11) a YAML list."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    if isinstance(value, (list, tuple)):
+        out: list[str] = []
+        for item in value:
+            out.extend(split_key_list(item))
+        return tuple(out)
+    return (str(value),)
+
+
+def _group_from(data: Mapping[str, Any]) -> KeyGroup:
+    other: list[tuple[str, str]] = []
+    for key_type in KEY_TYPES:
+        if key_type == "age":
+            continue
+        raw = data.get(key_type)
+        if isinstance(raw, list) and raw and isinstance(raw[0], Mapping):
+            # key_groups entries such as kms: [{arn: ...}] or hc_vault: [{...}]
+            for entry in raw:
+                other.append((key_type, ",".join(f"{k}={v}" for k, v in sorted(dict(entry).items()))))
+        else:
+            other.extend((key_type, ident) for ident in split_key_list(raw))
+    return KeyGroup(age=split_key_list(data.get("age")), other=tuple(other))
+
+
+POLICY_KEYS = (
+    "unencrypted_suffix",
+    "encrypted_suffix",
+    "unencrypted_regex",
+    "encrypted_regex",
+    "unencrypted_comment_regex",
+    "encrypted_comment_regex",
+    "mac_only_encrypted",
+)
+
+
+def rule_from_data(index: int, data: Mapping[str, Any]) -> CreationRule:
+    regex = data.get("path_regex")
+    path_regex = None if regex is None else str(regex)
+    key_groups = data.get("key_groups")
+    if isinstance(key_groups, list) and key_groups:
+        groups = tuple(_group_from(g) if isinstance(g, Mapping) else KeyGroup() for g in key_groups)
+        uses_groups = True
+    else:
+        groups = (_group_from(data),)
+        uses_groups = False
+    threshold = data.get("shamir_threshold")
+    policy = {key: data[key] for key in POLICY_KEYS if key in data}
+    return CreationRule(
+        index=index,
+        path_regex=path_regex,
+        groups=groups,
+        shamir_threshold=int(threshold) if isinstance(threshold, (int, str)) and str(threshold).isdigit() else None,
+        uses_key_groups=uses_groups,
+        encryption_policy=policy,
+    )
+
+
+def rules_from_data(data: Any, source: str = ".sops.yaml") -> list[CreationRule]:
+    if data is None:
+        return []
+    if not isinstance(data, Mapping):
+        raise BadInput(f"{source}: the top level must be a mapping with creation_rules; see .sops.yaml.example")
+    raw_rules = data.get("creation_rules") or []
+    if not isinstance(raw_rules, list):
+        raise BadInput(f"{source}: creation_rules must be a list of rules; see .sops.yaml.example")
+    rules: list[CreationRule] = []
+    for index, raw in enumerate(raw_rules):
+        if not isinstance(raw, Mapping):
+            raise BadInput(f"{source}: creation rule {index + 1} is not a mapping; each rule is '- path_regex: ...'")
+        rules.append(rule_from_data(index, raw))
+    return rules
+
+
+def load_rules_fast(config_path: Path) -> list[CreationRule]:
+    """Read the creation rules with PyYAML (C loader when present): fast, read-only."""
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        data = yaml.load(config_path.read_text(encoding="utf-8"), Loader=loader)  # noqa: S506 - a safe loader
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise BadInput(f"{config_path}:{where} is not valid YAML; fix the syntax") from exc
+    return rules_from_data(data, str(config_path))
+
+
+def relative_to_config(config_dir: Path, path: Path) -> str:
+    """The path sops matches rules against: relative to the folder holding ``.sops.yaml``."""
+    try:
+        rel = path.resolve().relative_to(config_dir.resolve())
+    except ValueError:
+        return str(PurePosixPath(path))
+    return rel.as_posix()
+
+
+def matching_rule(rules: Sequence[CreationRule], relpath: str) -> CreationRule | None:
+    """The rule sops would use for ``relpath``: the first whose regex searches true, in order."""
+    for rule in rules:
+        try:
+            if rule.matches(relpath):
+                return rule
+        except re.error as exc:
+            raise BadInput(f".sops.yaml {rule.label}: path_regex does not compile ({exc}); fix the regex") from exc
+    return None
+
+
+def rules_matching_any(rules: Iterable[CreationRule], relpaths: Sequence[str]) -> list[CreationRule]:
+    return [rule for rule in rules if any(rule.matches(p) for p in relpaths)]

@@ -1,0 +1,225 @@
+"""What an encrypted sops file says without decrypting it.
+
+sops writes YAML, JSON, dotenv and INI files (and binary files as JSON with a ``data``
+key). Key names and the ``sops`` metadata are plaintext: the recipients each data key is
+wrapped for, ``lastmodified``, the ``mac`` and the per-file encryption policy. Reading them
+needs no identity, so ``access``, ``reencrypt --check``, ``status`` and the guard stay fast.
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+FORMATS = {".yaml": "yaml", ".yml": "yaml", ".json": "json", ".env": "dotenv", ".ini": "ini"}
+
+
+def file_format(path: Path | str) -> str:
+    """sops' store for a path, by extension as sops picks it (``binary`` otherwise)."""
+    return FORMATS.get(Path(path).suffix.lower(), "binary")
+
+
+class NotASopsFile(Exception):
+    """The file has no parseable sops metadata (plaintext, or damaged)."""
+
+
+@dataclass(frozen=True)
+class SopsGroup:
+    age: tuple[str, ...]
+    other: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class SopsMetadata:
+    groups: tuple[SopsGroup, ...]
+    lastmodified: str | None
+    mac: str | None
+    version: str | None
+    shamir_threshold: int | None
+    policy: Mapping[str, Any]
+
+    @property
+    def age_recipients(self) -> frozenset[str]:
+        return frozenset(key for group in self.groups for key in group.age)
+
+
+@dataclass(frozen=True)
+class SecretFile:
+    """A parsed sops file: its tree (values still ``ENC[...]``) and its metadata."""
+
+    path: Path
+    format: str
+    tree: Mapping[str, Any]
+    metadata: SopsMetadata
+
+    def key_paths(self) -> list[str]:
+        """Every leaf key, nested with ``/`` as sops-nix names them (``slack/bot_token``)."""
+        if self.format == "binary":
+            return ["data"]
+        return [path for path, _ in iter_leaves(self.tree)]
+
+
+def iter_leaves(tree: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(tree, Mapping):
+        for key, value in tree.items():
+            if prefix == "" and key == "sops":
+                continue
+            yield from iter_leaves(value, f"{prefix}/{key}" if prefix else str(key))
+    elif isinstance(tree, list):
+        for index, value in enumerate(tree):
+            yield from iter_leaves(value, f"{prefix}[{index}]")
+    else:
+        yield prefix, tree
+
+
+_FLAT_PART = re.compile(r"__(list|map)_")
+
+
+def _unflatten(flat: Mapping[str, str]) -> dict[str, Any]:
+    """Rebuild sops' metadata from dotenv/INI keys like ``age__list_0__map_recipient``."""
+    root: dict[str, Any] = {}
+    for flat_key, value in flat.items():
+        parts = _FLAT_PART.split(flat_key)
+        # parts: [name, kind, rest, kind, rest, ...]; a rest starts with an index for lists
+        node: Any = root
+        name = parts[0]
+        steps: list[tuple[str, str]] = [("map", name)]
+        for i in range(1, len(parts), 2):
+            kind, rest = parts[i], parts[i + 1]
+            if kind == "list":
+                steps.append(("list", rest))
+            else:
+                steps.append(("map", rest))
+        for (kind, label), (next_kind, _) in zip(steps, steps[1:] + [("leaf", "")]):
+            key: Any = int(label) if kind == "list" and label.isdigit() else label
+            container_default: Any = [] if next_kind == "list" else {}
+            if next_kind == "leaf":
+                _set(node, key, value)
+            else:
+                node = _child(node, key, container_default)
+    return root
+
+
+def _set(node: Any, key: Any, value: Any) -> None:
+    if isinstance(node, list):
+        while len(node) <= key:
+            node.append(None)
+        node[key] = value
+    else:
+        node[key] = value
+
+
+def _child(node: Any, key: Any, default: Any) -> Any:
+    if isinstance(node, list):
+        while len(node) <= key:
+            node.append(None)
+        if node[key] is None:
+            node[key] = default
+        return node[key]
+    return node.setdefault(key, default)
+
+
+def _parse_yaml(text: str) -> Any:
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
+
+
+def parse_tree(path: Path, text: str) -> tuple[dict[str, Any], Any]:
+    """Return ``(tree without sops, raw sops metadata)`` for any sops format."""
+    fmt = file_format(path)
+    if fmt == "dotenv":
+        tree: dict[str, Any] = {}
+        flat: dict[str, str] = {}
+        for line in text.splitlines():
+            if not line.strip() or line.lstrip().startswith("#") or "=" not in line:
+                continue
+            key, _, value = line.partition("=")
+            if key.startswith("sops_"):
+                flat[key[len("sops_") :]] = value
+            else:
+                tree[key] = value
+        return tree, (_unflatten(flat) if flat else None)
+    if fmt == "ini":
+        parser = configparser.ConfigParser(interpolation=None, strict=False)
+        parser.optionxform = str  # type: ignore[assignment,method-assign]
+        parser.read_string(text)
+        tree = {section: dict(parser[section]) for section in parser.sections() if section != "sops"}
+        meta = _unflatten(dict(parser["sops"])) if parser.has_section("sops") else None
+        return tree, meta
+    data = json.loads(text) if fmt == "json" else _parse_yaml(text)
+    if not isinstance(data, dict):
+        return {}, None
+    meta = data.get("sops")
+    return {k: v for k, v in data.items() if k != "sops"}, meta
+
+
+def _groups_from(meta: Mapping[str, Any]) -> tuple[SopsGroup, ...]:
+    raw_groups = meta.get("key_groups")
+    sources: list[Mapping[str, Any]] = (
+        [g for g in raw_groups if isinstance(g, Mapping)] if isinstance(raw_groups, list) and raw_groups else [meta]
+    )
+    groups: list[SopsGroup] = []
+    for source in sources:
+        age = tuple(
+            str(entry["recipient"])
+            for entry in (source.get("age") or [])
+            if isinstance(entry, Mapping) and entry.get("recipient")
+        )
+        other: list[tuple[str, str]] = []
+        for key_type, field in (("pgp", "fp"), ("kms", "arn"), ("gcp_kms", "resource_id"), ("azure_kv", "key"), ("hc_vault", "key")):
+            for entry in source.get(key_type) or []:
+                if isinstance(entry, Mapping) and entry.get(field):
+                    other.append((key_type, str(entry[field])))
+        groups.append(SopsGroup(age=age, other=tuple(other)))
+    return tuple(groups)
+
+
+_POLICY_FIELDS = (
+    "unencrypted_suffix",
+    "encrypted_suffix",
+    "unencrypted_regex",
+    "encrypted_regex",
+    "unencrypted_comment_regex",
+    "encrypted_comment_regex",
+    "mac_only_encrypted",
+)
+
+
+def metadata_from(meta: Any) -> SopsMetadata:
+    if not isinstance(meta, Mapping) or "version" not in meta and "mac" not in meta:
+        raise NotASopsFile("no sops metadata")
+    threshold = meta.get("shamir_threshold")
+    return SopsMetadata(
+        groups=_groups_from(meta),
+        lastmodified=str(meta["lastmodified"]) if meta.get("lastmodified") else None,
+        mac=str(meta["mac"]) if meta.get("mac") else None,
+        version=str(meta["version"]) if meta.get("version") else None,
+        shamir_threshold=int(threshold) if str(threshold).isdigit() else None,
+        policy={key: meta[key] for key in _POLICY_FIELDS if key in meta},
+    )
+
+
+def read_secret_file(path: Path, text: str | None = None) -> SecretFile:
+    """Parse ``path`` as a sops file; raise NotASopsFile when it is not one."""
+    if text is None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise NotASopsFile(str(exc)) from exc
+    try:
+        tree, meta = parse_tree(path, text)
+    except Exception as exc:  # any parser's error means: not a file sops wrote
+        raise NotASopsFile(f"cannot parse as {file_format(path)}: {exc.__class__.__name__}") from exc
+    return SecretFile(path=path, format=file_format(path), tree=tree, metadata=metadata_from(meta))
+
+
+def looks_like_sops_file(head: bytes) -> bool:
+    """A cheap pre-filter on a file's bytes before parsing it."""
+    return b"sops" in head and (b"ENC[" in head or b"mac" in head)

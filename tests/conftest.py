@@ -1,0 +1,152 @@
+"""Shared fixtures: real git repositories in temp dirs, generated age keys, the real CLI.
+
+Tests never touch the user's $HOME: HOME, XDG dirs and sops' key variables are pointed
+into the test's temp dir, and every key is generated at run time.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from opssecrets.cli import main
+from opssecrets.keys import generate_identity, recipient_for_identity
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED = PROJECT_ROOT.parent / "shared"
+
+
+@dataclass(frozen=True)
+class AgeKey:
+    identity: str
+    recipient: str
+
+    @classmethod
+    def new(cls) -> AgeKey:
+        identity = generate_identity()
+        return cls(identity, recipient_for_identity(identity))
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def __repr__(self) -> str:  # shown by pytest on a failed assert
+        return f"Result(code={self.code}, out={self.out!r}, err={self.err!r})"
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(home / ".local" / "state"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
+    for var in ("SOPS_AGE_KEY", "SOPS_AGE_KEY_FILE", "SOPS_AGE_RECIPIENTS", "SOPS_CONFIG", "SOPS_PGP_FP"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.null.Keyring")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(home / ".gitconfig"))
+    (home / ".gitconfig").write_text("[user]\n\tname = Test\n\temail = test@example.invalid\n[init]\n\tdefaultBranch = main\n")
+    yield home
+
+
+@dataclass
+class OpsRepo:
+    """A real git repository in a temp dir, and the CLI run against it."""
+
+    root: Path
+    operator: AgeKey
+    monkeypatch: pytest.MonkeyPatch
+    capsys: pytest.CaptureFixture[str]
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def ops(self, *args: str, stdin: str | None = None) -> Result:
+        """Run opssecrets in-process (fast) against this repo."""
+        import io
+
+        self.capsys.readouterr()
+        if stdin is not None:
+            self.monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(stdin.encode())))
+        code = main(["--repo", str(self.root), *args])
+        captured = self.capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    def ops_proc(self, *args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> Result:
+        """Run opssecrets as a real process (argv, exit code, stdin as a user has them)."""
+        child_env = dict(os.environ)
+        child_env["PYTHONPATH"] = str(PROJECT_ROOT)
+        child_env.update(self.extra_env)
+        child_env.update(env or {})
+        proc = subprocess.run(
+            [sys.executable, "-m", "opssecrets", "--repo", str(self.root), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=child_env,
+            timeout=300,
+            check=False,
+        )
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    def write(self, rel: str, text: str) -> Path:
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return path
+
+    def sops(self, *args: str, identity: AgeKey | None = None, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SOPS_")}
+        env["SOPS_AGE_KEY"] = (identity or self.operator).identity
+        return subprocess.run(
+            ["sops", "--disable-version-check", "--config", str(self.root / ".sops.yaml"), *args],
+            cwd=self.root,
+            capture_output=True,
+            env=env,
+            input=stdin,
+            check=False,
+            timeout=120,
+        )
+
+    def encrypt(self, rel: str, plaintext: str) -> Path:
+        path = self.write(rel, plaintext)
+        proc = self.sops("encrypt", "-i", rel)
+        assert proc.returncode == 0, proc.stderr.decode()
+        return path
+
+    def decrypt(self, rel: str, identity: AgeKey | None = None) -> subprocess.CompletedProcess[bytes]:
+        return self.sops("decrypt", rel, identity=identity)
+
+    def git(self, *args: str) -> str:
+        return subprocess.run(["git", *args], cwd=self.root, check=True, capture_output=True, text=True).stdout
+
+    def snapshot(self) -> dict[str, bytes]:
+        """Every file's bytes (outside .git), to prove a failed command changed nothing."""
+        return {
+            p.relative_to(self.root).as_posix(): p.read_bytes()
+            for p in sorted(self.root.rglob("*"))
+            if p.is_file() and ".git" not in p.relative_to(self.root).parts
+        }
+
+
+@pytest.fixture
+def operator() -> AgeKey:
+    return AgeKey.new()
+
+
+@pytest.fixture
+def repo(tmp_path: Path, operator: AgeKey, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> OpsRepo:
+    """An empty git repository whose operator identity reaches sops through SOPS_AGE_KEY."""
+    root = tmp_path / "ops"
+    root.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    monkeypatch.setenv("SOPS_AGE_KEY", operator.identity)
+    monkeypatch.chdir(root)
+    return OpsRepo(root, operator, monkeypatch, capsys, {"SOPS_AGE_KEY": operator.identity})
