@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "access": "opssecrets.commands.inspect:access",
     "reencrypt": "opssecrets.commands.recipients:reencrypt",
     "lint": "opssecrets.commands.lint:lint",
+    "check": "opssecrets.commands.check:check",
     "demo": "opssecrets.commands.demo:demo",
 }
 
