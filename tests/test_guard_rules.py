@@ -257,8 +257,11 @@ def test_long_line_and_large_file(repo: OpsRepo) -> None:
         chunk = b"2026-01-01 INFO request ok token=short path=/x password: hunter2\n" * 16384
         for _ in range(50):
             handle.write(chunk)
-        handle.write(f"leaked {tok.github_classic()}\n".encode())
+        handle.write(f"leaked {tok.github_classic()}\napi_token: {tok.rand(40)}\n".encode())
     assert big.stat().st_size > 50_000_000
     found = findings(repo, "long.txt", "big.log")
-    assert [(f["path"], f["rule"]) for f in found] == [("big.log", "github-token"), ("long.txt", "slack-bot-token")]
-    assert found[0]["line"] == 50 * 16384 + 1
+    assert [(f["path"], f["line"], f["rule"]) for f in found] == [
+        ("big.log", 50 * 16384 + 1, "github-token"),
+        ("big.log", 50 * 16384 + 2, "generic-secret"),
+        ("long.txt", 1, "slack-bot-token"),
+    ]

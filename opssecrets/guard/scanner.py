@@ -12,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ ALLOW_MARKER = b"opssecrets: allow"
 BINARY_SNIFF = 8192
 _NAME_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 _NAME_REACH = 64
+DENSE_NAME_HITS = 20_000  # above this many names in one file, filter assignments in one regex pass
 
 # After a secret-sounding word (in the lower-cased bytes): the rest of the name, an optional
 # closing quote, an assignment operator, then a value quoted (with an optional b/r/f prefix)
@@ -130,6 +132,8 @@ class LeakScanner:
         self._gate = re.compile(literal_trie(literals)) if literals else None
         length = max(1, self._generic.min_length) if self._generic else 1
         self._tail = re.compile(_TAIL % (length, length))
+        names_alternation = literal_trie(sorted(self._names)) if self._names else b"(?!)"
+        self._dense = re.compile(b"(?:" + names_alternation + b")" + _TAIL % (length, length))
 
     def path_allowed(self, rel: str) -> bool:
         return any(fnmatch.fnmatchcase(rel, pattern) for pattern in self.policy.allow_paths)
@@ -151,7 +155,8 @@ class LeakScanner:
         for compiled in sorted(to_run.values(), key=self._rules.index):
             hits.extend(self._pattern_hits(compiled, data))
         if self._generic is not None and not present.isdisjoint(self._names):
-            hits.extend(self._generic_hits(self._generic, data, lowered))
+            name_hits = len(found) if len(found) <= DENSE_NAME_HITS else sum(1 for word in found if word in self._names)
+            hits.extend(self._generic_hits(self._generic, data, lowered, name_hits))
         if not hits:
             return []
         return self._to_findings(rel, data, hits)
@@ -188,22 +193,33 @@ class LeakScanner:
 
     # -- the generic rule ----------------------------------------------------------------
 
-    def _generic_hits(self, generic: GenericRule, data: bytes, lowered: bytes) -> list[_Hit]:
+    def _assignments(self, lowered: bytes, name_hits: int) -> Iterator[tuple[int, re.Match[bytes]]]:
+        """(name word start, match of the tail: name rest, operator, value) for each candidate.
+
+        Sparse files: an anchored match right after each name the gate found. Dense files
+        (a log with a name on every line): one C-level pass of name+tail, so Python never
+        loops over the hundreds of thousands of names that have no long value after them.
+        """
+        if name_hits > DENSE_NAME_HITS:
+            for match in self._dense.finditer(lowered):
+                yield match.start(), match
+            return
+        assert self._gate is not None
+        names, tail = self._names, self._tail
+        for word in self._gate.finditer(lowered):
+            if word.group(0) in names:
+                assignment = tail.match(lowered, word.end())
+                if assignment is not None:
+                    yield word.start(), assignment
+
+    def _generic_hits(self, generic: GenericRule, data: bytes, lowered: bytes, name_hits: int) -> list[_Hit]:
         out: list[_Hit] = []
         seen_ends: set[int] = set()
-        names = self._names
-        tail = self._tail
-        for match in self._gate.finditer(lowered) if self._gate else ():
-            if match.group(0) not in names:
-                continue
-            assignment = tail.match(lowered, match.end())
-            if assignment is None:
-                continue
+        for start, assignment in self._assignments(lowered, name_hits):
             end = assignment.end(1)
             if end in seen_ends:
                 continue
             seen_ends.add(end)
-            start = match.start()
             floor = max(0, start - _NAME_REACH)
             while start > floor and data[start - 1] in _NAME_CHARS:
                 start -= 1
