@@ -29,7 +29,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV = dict(os.environ, PYTHONPATH=str(ROOT))
+# Byte-code cached as an installed package has it (this machine sets PYTHONDONTWRITEBYTECODE,
+# which would make every run compile opssecrets from source); detect-secrets' is in site-packages.
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+ENV.update(PYTHONPATH=str(ROOT), PYTHONPYCACHEPREFIX=str(Path(tempfile.gettempdir()) / "opssecrets-bench-pycache"))
 
 
 def run(argv: list[str], cwd: Path) -> tuple[float, int]:
@@ -116,7 +119,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--skip-detect-secrets-tree", action="store_true", help="detect-secrets on the tree takes minutes")
     args = parser.parse_args()
-    ops = [sys.executable, "-m", "opssecrets"]
+    ops = [sys.executable, "-P", "-m", "opssecrets"]  # -P: the stdlib copy in cwd must not shadow the stdlib
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         repo, files = make_commit_repo(base)
