@@ -67,7 +67,8 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOPS_")}
     env["SOPS_AGE_KEY"] = identity
     env["PYTHONPATH"] = str(ROOT)
-    admin, host, newcomer = recipient_for_identity(identity), recipient_for_identity(generate_identity()), recipient_for_identity(generate_identity())
+    admin = recipient_for_identity(identity)
+    host, newcomer = (recipient_for_identity(generate_identity()) for _ in range(2))
     print("| files | opssecrets add-engineer | sops updatekeys loop | ratio (loop / opssecrets) |")
     print("|---:|---:|---:|---:|")
     for size in args.sizes:
