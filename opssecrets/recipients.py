@@ -128,7 +128,7 @@ def add_project(config: SopsConfig, project: str, members: Sequence[str], hosts:
     regex = project_regex(project)
     samples = [f"{PROJECT_PREFIX}{project}/secrets.yaml", f"{PROJECT_PREFIX}{project}/a/b.json", f"{PROJECT_PREFIX}{project}/.env"]
     position = next((rule.index for rule in config.rules if any(rule.matches(s) for s in samples)), len(config.rules))
-    after = config.with_rule_inserted(position, regex, list(unique.values()))
+    after = config.with_rule_inserted(position, regex, list(unique.values()), comment=f"project {project}")
     notes: tuple[str, ...] = ()
     if not host_list:
         notes = ("no host reads this project yet: nothing can deploy it until you 'opssecrets add-host NAME --project ...'",)

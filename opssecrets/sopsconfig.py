@@ -534,8 +534,8 @@ class SopsConfig:
             splices.append(Splice(node.start + at, node.start + at + len(old), new))
         return self._edited(splices)
 
-    def with_rule_inserted(self, position: int, path_regex: str, members: Sequence[Recipient]) -> SopsConfig:
-        """Insert a new creation rule before rule ``position`` (or at the end)."""
+    def with_rule_inserted(self, position: int, path_regex: str, members: Sequence[Recipient], comment: str | None = None) -> SopsConfig:
+        """Insert a new creation rule (with a ``# comment`` line above it) before rule ``position``, or at the end."""
         rules_entry = self.root.entry("creation_rules")
         if (
             rules_entry is None
@@ -546,6 +546,8 @@ class SopsConfig:
         ):
             raise BadInput(f"{self.source}: no block-style creation_rules list to add a rule to; start from 'opssecrets init'")
         text = self._render_rule(path_regex, members)
+        if comment is not None:
+            text = f"{' ' * self._rules_dash_column()}# {comment}\n{text}"
         items = self._rules_node.items
         if position < len(items):
             at = self._line_start(items[position].start)
