@@ -25,7 +25,9 @@ operator's reason. Layout::
 
 ``exposed`` is true while ``exposed_to`` is not empty; only a rotation of that key clears
 it. ``data_key_rotated_at`` is when the file's sops data key was last replaced
-(``sops rotate``), which is what cuts a removed reader off from values set afterwards.
+(``sops rotate``), which is what cuts a removed reader off from values set afterwards; an
+exposure recorded before that carries ``"data_key_rotated": true``. Recording order matters,
+not clock time: a data-key rotation covers every exposure already in the ledger.
 Writes are atomic (temp file + rename) under a lock, with keys sorted so diffs stay small.
 """
 
@@ -72,11 +74,16 @@ class Exposure:
     reader: str
     since: datetime
     marked_by: str | None = None
+    # True once the file's data key was replaced after this exposure: the reader's old
+    # wrapped copy no longer opens values written from then on.
+    data_key_rotated: bool = False
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"reader": self.reader, "since": format_time(self.since)}
         if self.marked_by:
             data["marked_by"] = self.marked_by
+        if self.data_key_rotated:
+            data["data_key_rotated"] = True
         return data
 
 
@@ -118,13 +125,8 @@ class FileRecord:
         return data
 
     def exposures_since_data_key_rotation(self) -> list[tuple[str, Exposure]]:
-        """Exposures of this file's keys recorded after its data key was last rotated."""
-        out: list[tuple[str, Exposure]] = []
-        for key, record in self.keys.items():
-            for exposure in record.exposed_to:
-                if self.data_key_rotated_at is None or exposure.since >= self.data_key_rotated_at:
-                    out.append((key, exposure))
-        return out
+        """Exposures of this file's keys not yet followed by a data-key rotation."""
+        return [(key, e) for key, record in self.keys.items() for e in record.exposed_to if not e.data_key_rotated]
 
 
 @dataclass
@@ -166,7 +168,14 @@ class RotationLedger:
         self.file(relpath).keys[key] = KeyRecord(rotated_at=when, by=by, reason=reason)
 
     def record_data_key_rotation(self, relpath: str, when: datetime) -> None:
-        self.file(relpath).data_key_rotated_at = when
+        """The file's data key was replaced: every exposure recorded so far is cut off from
+        values written from now on (the keys stay exposed until each is rotated)."""
+        record = self.file(relpath)
+        record.data_key_rotated_at = when
+        for key_record in record.keys.values():
+            key_record.exposed_to = [
+                Exposure(e.reader, e.since, e.marked_by, data_key_rotated=True) for e in key_record.exposed_to
+            ]
 
     def mark_exposed(self, relpath: str, keys: Sequence[str], *, reader: str, when: datetime, operator: str | None) -> None:
         file_record = self.file(relpath)
@@ -216,7 +225,12 @@ def _files_from_json(data: Any) -> dict[str, FileRecord]:
                 by=entry.get("by"),
                 reason=entry.get("reason"),
                 exposed_to=[
-                    Exposure(reader=str(e["reader"]), since=parse_time(e["since"]), marked_by=e.get("marked_by"))
+                    Exposure(
+                        reader=str(e["reader"]),
+                        since=parse_time(e["since"]),
+                        marked_by=e.get("marked_by"),
+                        data_key_rotated=bool(e.get("data_key_rotated", False)),
+                    )
                     for e in entry.get("exposed_to") or []
                 ],
             )
