@@ -79,7 +79,9 @@ class _Handler(BaseHTTPRequestHandler):
             if not token.startswith("xoxb-"):
                 self._reply(200, {"ok": False, "error": "not_allowed_token_type" if token else "not_authed"})
             elif token in self.service.valid:
-                self._reply(200, {"ok": True, "team": self.service.team, "team_id": "T0001", "user": "bridgebot", "bot_id": "B01"})
+                self._reply(
+                    200, {"ok": True, "team": self.service.team, "team_id": "T0001", "user": "bridgebot", "bot_id": "B01"}
+                )
             else:
                 self._reply(200, {"ok": False, "error": "invalid_auth"})
         elif self.path.endswith("/apps.connections.open"):
@@ -202,7 +204,13 @@ def proc_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 def run_closed_stdin(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     """Run with file descriptor 0 closed (what ``cmd <&-`` does in a shell)."""
     return subprocess.run(
-        ["/bin/sh", "-c", 'exec "$@" <&-', "sh", *argv], env=env, cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+        ["/bin/sh", "-c", 'exec "$@" <&-', "sh", *argv],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 

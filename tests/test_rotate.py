@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import AgeKey, OpsRepo
 from rotation_support import (
     FakeService,
     Platform,
@@ -24,8 +25,6 @@ from rotation_support import (
     run_closed_stdin,
     run_in_pty,
 )
-
-from conftest import AgeKey, OpsRepo
 
 SECRETS = "secrets/secrets.yaml"
 
@@ -242,7 +241,9 @@ def test_file_that_is_not_encrypted(platform: Platform) -> None:
 def test_file_no_identity_here_can_decrypt(platform: Platform) -> None:
     other = AgeKey.new()
     repo = platform.repo
-    repo.write(".sops.yaml", repo.root.joinpath(".sops.yaml").read_text() + "  - path_regex: ^other/\n    age: " + other.recipient + "\n")
+    repo.write(
+        ".sops.yaml", repo.root.joinpath(".sops.yaml").read_text() + "  - path_regex: ^other/\n    age: " + other.recipient + "\n"
+    )
     repo.write("other/app.yaml", "api-key: abc\n")
     proc = repo.sops("encrypt", "-i", "other/app.yaml", identity=other)
     assert proc.returncode == 0, proc.stderr
