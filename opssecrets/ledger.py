@@ -43,7 +43,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from opssecrets.transaction import Plan
 
 from opssecrets.errors import BadInput
 
@@ -303,27 +306,39 @@ def record_data_key_rotation(root: Path, file: str, when: datetime | None = None
         ledger.record_data_key_rotation(_relpath(root, file), when or now_utc())
 
 
+def record_recipient_change(root: Path, plan: Plan, reader: str | None, when: datetime | None = None) -> None:
+    """After a recipient change was applied (``opssecrets.transaction.Plan``): every file whose
+    data key the plan rotated had a reader removed. If ``reader`` is given (removed, revoked,
+    or a compromised host key), every key of those files is marked exposed to them; then the
+    data-key rotation is recorded (in that order: the rotation came after the exposure).
+    ``add-host --replace`` without ``--compromised`` passes ``reader=None``: nothing exposed."""
+    rotated = [change for change in plan.files if change.rotate]
+    if not rotated:
+        return
+    moment = when or now_utc()
+    who = operator_name(root)
+    with editing(root) as ledger:
+        for change in rotated:
+            if reader is not None:
+                ledger.mark_exposed(change.relpath, change.keys, reader=reader, when=moment, operator=who)
+            ledger.record_data_key_rotation(change.relpath, moment)
+
+
 # --- who the operator is -------------------------------------------------------------------
 
-_ANCHOR = re.compile(r"^\s*-\s*&([A-Za-z0-9_-]+)\s+[\"']?(age1[02-9ac-hj-np-z]{58})[\"']?\s*(#.*)?$")
 _IDENTITY = re.compile(r"AGE-SECRET-KEY-1[02-9AC-HJ-NP-Z]{58}")
 
 
 def recipient_names(config_path: Path) -> dict[str, str]:
-    """age recipient -> name from the ``keys:`` anchors of ``.sops.yaml`` (``- &dan age1...``).
+    """age recipient -> short name (``admin_dan`` -> ``dan``) from ``.sops.yaml``'s anchors."""
+    from opssecrets.errors import OpsError
+    from opssecrets.sopsconfig import SopsConfig, short_name
 
-    Deliberately small: it will give way to the full ``.sops.yaml`` model.
-    """
     try:
-        text = config_path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+        config = SopsConfig.load(config_path)
+    except (OpsError, OSError, ValueError):
         return {}
-    names: dict[str, str] = {}
-    for line in text.splitlines():
-        match = _ANCHOR.match(line)
-        if match:
-            names.setdefault(match.group(2), match.group(1))
-    return names
+    return {r.key: short_name(r.name) for r in config.recipients if r.name is not None}
 
 
 def operator_recipients() -> list[str]:

@@ -131,14 +131,14 @@ def closed_port_url() -> str:
 
 SOPS_YAML = """\
 keys:
-  - &dan {dan}
-  - &clarun {host}
+  - &admin_dan {dan}
+  - &host_clarun {host}
 creation_rules:
   - path_regex: ^secrets/[^/]+\\.yaml$
     key_groups:
       - age:
-          - *dan
-          - *clarun
+          - *admin_dan
+          - *host_clarun
 """
 
 

@@ -404,8 +404,8 @@ def _remove_alice(repo: OpsRepo, *, commit_between: bool = False) -> tuple[AgeKe
     alice = AgeKey.new()
     config = repo.root / ".sops.yaml"
     text = config.read_text()
-    with_alice = text.replace("  - &clarun", f"  - &alice {alice.recipient}\n  - &clarun").replace(
-        "          - *clarun\n", "          - *clarun\n          - *alice\n"
+    with_alice = text.replace("  - &host_clarun", f"  - &alice {alice.recipient}\n  - &host_clarun").replace(
+        "          - *host_clarun\n", "          - *host_clarun\n          - *alice\n"
     )
     config.write_text(with_alice)
     assert repo.sops("updatekeys", "-y", SECRETS).returncode == 0

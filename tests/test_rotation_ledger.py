@@ -117,3 +117,84 @@ def test_ledger_holds_nothing_derived_from_a_value(repo: OpsRepo) -> None:
     assert set(record) == {"rotated_at", "by", "reason", "exposed"}  # no hash, length or prefix
     assert value not in text and "qqqq" not in text
     assert platform.tokens["slack-bot-token"] not in text
+
+
+# --- the recipient commands mark exposures and data-key rotations -----------------------------
+
+
+def _ledger(repo: OpsRepo) -> dict[str, object]:
+    return json.loads((repo.root / LEDGER_PATH).read_text())
+
+
+def _status(repo: OpsRepo) -> dict[str, str]:
+    r = repo.ops("status", "--json")
+    assert r.code == 0, r
+    return {row["key"]: row["state"] for row in json.loads(r.out)["secrets"]}
+
+
+def test_remove_engineer_marks_every_key_they_could_read_exposed(repo: OpsRepo) -> None:
+    make_platform(repo)
+    alice = AgeKey.new()
+    assert repo.ops("add-engineer", "alice", "--age-key", alice.recipient, "--admin").code == 0
+    assert repo.decrypt("secrets/secrets.yaml", identity=alice).returncode == 0
+    r = repo.ops("remove-engineer", "alice")
+    assert r.code == 0, r
+    entry = _ledger(repo)["files"]["secrets/secrets.yaml"]  # type: ignore[index]
+    assert "data_key_rotated_at" in entry
+    for key in ("slack-app-token", "slack-bot-token", "matrix-registration-token", "acme-email"):
+        record = entry["keys"][key]
+        assert record["exposed"] is True
+        (exposure,) = record["exposed_to"]
+        assert exposure["reader"] == "alice" and exposure["marked_by"] == "dan" and exposure["data_key_rotated"] is True
+    assert set(_status(repo).values()) == {"exposed"}
+    assert repo.ops("status", "--strict").code == 1
+    # the data key was rotated by remove-engineer, so rotate does not need to do it again
+    r = repo.ops("rotate", "acme-email", "--stdin", stdin="new@clarun.example")
+    assert r.code == 0 and "data key" not in r.out
+    assert _status(repo)["acme-email"] == "ok"
+
+
+def test_remove_host_and_revoke_mark_exposed(repo: OpsRepo) -> None:
+    make_platform(repo)
+    r = repo.ops("remove-host", "clarun")
+    assert r.code == 0, r
+    assert set(_status(repo).values()) == {"exposed"}
+    record = _ledger(repo)["files"]["secrets/secrets.yaml"]["keys"]["acme-email"]  # type: ignore[index]
+    assert record["exposed_to"][0]["reader"] == "clarun"
+    alice = AgeKey.new()
+    assert repo.ops("add-engineer", "alice", "--age-key", alice.recipient).code == 0
+    assert repo.ops("add-project", "web", "--member", "alice").code == 0
+    repo.encrypt("secrets/projects/web/app.yaml", "web-db-password: abc\n")
+    r = repo.ops("revoke", "alice", "web")
+    assert r.code == 0, r
+    web = _ledger(repo)["files"]["secrets/projects/web/app.yaml"]  # type: ignore[index]
+    assert web["keys"]["web-db-password"]["exposed_to"][0]["reader"] == "alice"
+
+
+def test_dry_run_marks_nothing(repo: OpsRepo) -> None:
+    make_platform(repo)
+    assert repo.ops("remove-host", "clarun", "--dry-run").code == 0
+    assert not (repo.root / LEDGER_PATH).exists()
+
+
+def test_add_host_replace_rotates_but_exposes_nothing_unless_compromised(repo: OpsRepo) -> None:
+    import subprocess
+
+    make_platform(repo)
+
+    def new_host_key(name: str) -> str:
+        path = repo.root.parent / name
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+        return path.with_suffix(".pub").read_text()
+
+    r = repo.ops("add-host", "clarun", "--replace", "--ssh-host-key", new_host_key("reinstalled"))
+    assert r.code == 0, r
+    entry = _ledger(repo)["files"]["secrets/secrets.yaml"]  # type: ignore[index]
+    assert "data_key_rotated_at" in entry
+    assert all(not record["exposed"] for record in entry["keys"].values())
+    assert "exposed" not in _status(repo).values()
+    r = repo.ops("add-host", "clarun", "--replace", "--compromised", "--ssh-host-key", new_host_key("stolen"))
+    assert r.code == 0, r
+    assert set(_status(repo).values()) == {"exposed"}
+    r = repo.ops("add-host", "other", "--compromised", "--ssh-host-key", new_host_key("x"))
+    assert r.code == 2 and "--compromised goes with --replace" in r.err

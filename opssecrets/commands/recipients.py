@@ -11,9 +11,10 @@ from opssecrets import recipients as edits
 from opssecrets.commands.common import current_repo, dry_run_option, json_option, progress_bar, say, show_plan
 from opssecrets.errors import EXIT_FINDINGS, BadInput
 from opssecrets.keys import age_key_from, parse_ssh_public_key
+from opssecrets.ledger import record_recipient_change
 from opssecrets.output import render_table
 from opssecrets.repo import Repo
-from opssecrets.sopsconfig import SopsConfig, check_name, write_atomic
+from opssecrets.sopsconfig import SopsConfig, check_name, short_name, write_atomic
 from opssecrets.templates import initial_config
 from opssecrets.transaction import Plan, apply, plan_files, repo_lock
 
@@ -112,6 +113,8 @@ def remove_engineer(ctx: click.Context, name: str, dry_run: bool, as_json: bool)
         return result
 
     plan, _ = _change(ctx, edit, dry_run=dry_run, as_json=as_json)
+    if not dry_run:
+        record_recipient_change(current_repo(ctx).root, plan, short_name(holder["label"]))
     if not dry_run and not as_json:
         _exposed_report(plan, holder["label"])
     return 0
@@ -122,16 +125,36 @@ def remove_engineer(ctx: click.Context, name: str, dry_run: bool, as_json: bool)
 @click.option("--ssh-host-key", required=True, help="The host's /etc/ssh/ssh_host_ed25519_key.pub (line or file).")
 @click.option("--project", "projects", multiple=True, help="Only this project's rule (repeatable); default: every rule.")
 @click.option("--replace", is_flag=True, help="The host was reinstalled: replace its key, re-encrypt and rotate.")
+@click.option(
+    "--compromised", is_flag=True, help="With --replace: the old key may be in other hands; mark what it could read as exposed."
+)
 @dry_run_option
 @json_option
 @click.pass_context
-def add_host(ctx: click.Context, name: str, ssh_host_key: str, projects: tuple[str, ...], replace: bool, dry_run: bool, as_json: bool) -> int:
+def add_host(
+    ctx: click.Context,
+    name: str,
+    ssh_host_key: str,
+    projects: tuple[str, ...],
+    replace: bool,
+    compromised: bool,
+    dry_run: bool,
+    as_json: bool,
+) -> int:
     """Add a host (its SSH host key, converted to age), or --replace a reinstalled host's key."""
     key = parse_ssh_public_key(ssh_host_key).age_recipient
+    if compromised and not replace:
+        raise BadInput("--compromised goes with --replace (a new key for a host whose old key may be in other hands)")
     if replace:
         if projects:
             raise BadInput("--replace keeps the host's rules; drop --project")
-        _change(ctx, lambda c: edits.replace_host_key(c, name, key), dry_run=dry_run, as_json=as_json)
+        plan, _ = _change(ctx, lambda c: edits.replace_host_key(c, name, key), dry_run=dry_run, as_json=as_json)
+        if not dry_run:
+            # a reinstalled host's old key is gone: its files' data keys are rotated, but nothing
+            # is exposed unless the old key may have leaked
+            record_recipient_change(current_repo(ctx).root, plan, f"host {name} (old key)" if compromised else None)
+        if compromised and not dry_run and not as_json:
+            _exposed_report(plan, f"{name}'s old key")
     else:
         check_name(name)
         _change(ctx, lambda c: edits.add_host(c, name, key, projects=projects), dry_run=dry_run, as_json=as_json)
@@ -146,6 +169,8 @@ def add_host(ctx: click.Context, name: str, ssh_host_key: str, projects: tuple[s
 def remove_host(ctx: click.Context, name: str, dry_run: bool, as_json: bool) -> int:
     """Remove a host: re-encrypt and rotate the data key of every file it could read."""
     plan, _ = _change(ctx, lambda c: edits.remove(c, name, role="host")[0], dry_run=dry_run, as_json=as_json)
+    if not dry_run:
+        record_recipient_change(current_repo(ctx).root, plan, name)
     if not dry_run and not as_json:
         _exposed_report(plan, name)
     return 0
@@ -186,6 +211,7 @@ def revoke(ctx: click.Context, engineer: str, project: str, dry_run: bool) -> in
     """Stop an engineer reading a project: re-encrypt and rotate that project's files."""
     plan, _ = _change(ctx, lambda c: edits.revoke(c, engineer, project), dry_run=dry_run)
     if not dry_run:
+        record_recipient_change(current_repo(ctx).root, plan, engineer)
         _exposed_report(plan, engineer)
     return 0
 
