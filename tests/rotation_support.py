@@ -50,6 +50,20 @@ class FakeService:
     requests: list[dict[str, Any]] = field(default_factory=list)
     url: str = ""
     status_override: int | None = None
+    # runbook mode: Slack accepts any well-formed token it has not revoked, and the homeserver
+    # accepts the registration token last "deployed" (written by the nixos-rebuild stand-in)
+    accept_any: bool = False
+    revoked: set[str] = field(default_factory=set)
+    deployed_file: Path | None = None
+
+    def knows(self, token: str, *, homeserver: bool = False) -> bool:
+        if token in self.revoked:
+            return False
+        if token in self.valid:
+            return True
+        if homeserver:
+            return self.deployed_file is not None and self.deployed_file.exists() and self.deployed_file.read_text() == token
+        return self.accept_any and len(token) > 20
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -78,7 +92,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.endswith("/auth.test"):
             if not token.startswith("xoxb-"):
                 self._reply(200, {"ok": False, "error": "not_allowed_token_type" if token else "not_authed"})
-            elif token in self.service.valid:
+            elif self.service.knows(token):
                 self._reply(
                     200, {"ok": True, "team": self.service.team, "team_id": "T0001", "user": "bridgebot", "bot_id": "B01"}
                 )
@@ -87,7 +101,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif self.path.endswith("/apps.connections.open"):
             if not token.startswith("xapp-"):
                 self._reply(200, {"ok": False, "error": "not_allowed_token_type"})
-            elif token in self.service.valid:
+            elif self.service.knows(token):
                 self._reply(200, {"ok": True, "url": "wss://wss-primary.example.invalid/link/?ticket=1"})
             else:
                 self._reply(200, {"ok": False, "error": "invalid_auth"})
@@ -100,7 +114,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.service.requests.append({"method": "GET", "path": parsed.path, "query": query})
         if parsed.path == "/_matrix/client/v1/register/m.login.registration_token/validity":
             token = (query.get("token") or [""])[0]
-            self._reply(200, {"valid": token in self.service.valid})
+            self._reply(200, {"valid": self.service.knows(token, homeserver=True)})
         else:
             self._reply(404, {"errcode": "M_UNRECOGNIZED"})
 
