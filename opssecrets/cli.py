@@ -31,6 +31,9 @@ COMMANDS: dict[str, str] = {
     "recipients": "opssecrets.commands.inspect:recipients",
     "access": "opssecrets.commands.inspect:access",
     "reencrypt": "opssecrets.commands.recipients:reencrypt",
+    "rotate": "opssecrets.commands.rotate:rotate",
+    "verify": "opssecrets.commands.rotate:verify",
+    "status": "opssecrets.commands.rotate:status",
     "lint": "opssecrets.commands.lint:lint",
     "demo": "opssecrets.commands.demo:demo",
 }

@@ -68,3 +68,17 @@ def state_dir(root: Path) -> Path:
     git_dir = root / ".git"
     base = git_dir if git_dir.is_dir() else root / ".opssecrets"
     return base / "opssecrets"
+
+
+def file_history_patch(root: Path, relpath: str, since: str | None = None) -> str:
+    """The patches that changed ``relpath`` (committed, ``since`` an ISO time if given, then
+    the uncommitted change against HEAD), as text; empty outside git or for an untracked file."""
+    if not is_git_repo(root):
+        return ""
+    args = ["log", "--no-color", "--format=commit %H", "-p", "-U0", "--no-ext-diff"]
+    if since:
+        args.append(f"--since={since}")
+    log = _git([*args, "--", relpath], root)
+    work = _git(["diff", "--no-color", "-U0", "--no-ext-diff", "HEAD", "--", relpath], root)
+    parts = [proc.stdout.decode("utf-8", "replace") for proc in (log, work) if proc.returncode == 0]
+    return "\n".join(parts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import click
@@ -11,6 +12,7 @@ from opssecrets import recipients as edits
 from opssecrets.commands.common import current_repo, dry_run_option, json_option, progress_bar, say, show_plan
 from opssecrets.errors import EXIT_FINDINGS, BadInput
 from opssecrets.keys import age_key_from, parse_ssh_public_key
+from opssecrets.ledger import record_data_key_rotations, record_exposures
 from opssecrets.output import render_table
 from opssecrets.repo import Repo
 from opssecrets.sopsconfig import SopsConfig, check_name, write_atomic
@@ -22,9 +24,16 @@ SSH_KEY_HELP = "An SSH ed25519 public key line or .pub file; converted to age as
 
 
 def _change(
-    ctx: click.Context, edit_fn: Callable[[SopsConfig], edits.Edit], *, dry_run: bool, as_json: bool = False
+    ctx: click.Context,
+    edit_fn: Callable[[SopsConfig], edits.Edit],
+    *,
+    dry_run: bool,
+    as_json: bool = False,
 ) -> tuple[Plan, edits.Edit]:
-    """Load, edit, plan and (unless dry-run) apply, all under the repository lock."""
+    """Load, edit, plan and (unless dry-run) apply, all under the repository lock.
+
+    When the edit names who loses access (``exposed_to``), every key of the files whose data
+    key is rotated is marked exposed to them in the ledger before anything else changes."""
     repo = current_repo(ctx)
     repo.require_config()
     with repo_lock(repo):
@@ -32,7 +41,10 @@ def _change(
         edit = edit_fn(before)
         plan = Plan(before, edit.after, plan_files(repo, before, edit.after, edit.removed_keys), list(edit.notes))
         if not dry_run:
+            if edit.exposed_to is not None:
+                record_exposures(repo.root, plan, edit.exposed_to)
             apply(repo, plan, progress_bar)
+            record_data_key_rotations(repo.root, plan)
     show_plan(plan, dry_run=dry_run, as_json=as_json)
     return plan, edit
 
@@ -111,16 +123,9 @@ def add_engineer(
 @click.pass_context
 def remove_engineer(ctx: click.Context, name: str, dry_run: bool, as_json: bool) -> int:
     """Remove an engineer: re-encrypt and rotate the data key of every file they could read."""
-    holder: dict[str, str] = {}
-
-    def edit(config: SopsConfig) -> edits.Edit:
-        result, recipient = edits.remove(config, name, role="engineer")
-        holder["label"] = recipient.label
-        return result
-
-    plan, _ = _change(ctx, edit, dry_run=dry_run, as_json=as_json)
+    plan, edit = _change(ctx, lambda c: edits.remove(c, name, role="engineer")[0], dry_run=dry_run, as_json=as_json)
     if not dry_run and not as_json:
-        _exposed_report(plan, holder["label"])
+        _exposed_report(plan, edit.exposed_to or name)
     return 0
 
 
@@ -129,18 +134,33 @@ def remove_engineer(ctx: click.Context, name: str, dry_run: bool, as_json: bool)
 @click.option("--ssh-host-key", required=True, help="The host's /etc/ssh/ssh_host_ed25519_key.pub (line or file).")
 @click.option("--project", "projects", multiple=True, help="Only this project's rule (repeatable); default: every rule.")
 @click.option("--replace", is_flag=True, help="The host was reinstalled: replace its key, re-encrypt and rotate.")
+@click.option(
+    "--compromised", is_flag=True, help="With --replace: the old key may be in other hands; mark what it could read as exposed."
+)
 @dry_run_option
 @json_option
 @click.pass_context
 def add_host(
-    ctx: click.Context, name: str, ssh_host_key: str, projects: tuple[str, ...], replace: bool, dry_run: bool, as_json: bool
+    ctx: click.Context,
+    name: str,
+    ssh_host_key: str,
+    projects: tuple[str, ...],
+    replace: bool,
+    compromised: bool,
+    dry_run: bool,
+    as_json: bool,
 ) -> int:
     """Add a host (its SSH host key, converted to age), or --replace a reinstalled host's key."""
     key = parse_ssh_public_key(ssh_host_key).age_recipient
+    if compromised and not replace:
+        raise BadInput("--compromised goes with --replace (a new key for a host whose old key may be in other hands)")
     if replace:
         if projects:
             raise BadInput("--replace keeps the host's rules; drop --project")
-        _change(ctx, lambda c: edits.replace_host_key(c, name, key), dry_run=dry_run, as_json=as_json)
+        edit_fn = partial(edits.replace_host_key, name=name, key=key, compromised=compromised)
+        plan, _ = _change(ctx, edit_fn, dry_run=dry_run, as_json=as_json)
+        if compromised and not dry_run and not as_json:
+            _exposed_report(plan, f"{name}'s old key")
     else:
         check_name(name)
         _change(ctx, lambda c: edits.add_host(c, name, key, projects=projects), dry_run=dry_run, as_json=as_json)
