@@ -31,6 +31,9 @@ COMMANDS: dict[str, str] = {
     "access": "opssecrets.commands.inspect:access",
     "reencrypt": "opssecrets.commands.recipients:reencrypt",
     "lint": "opssecrets.commands.lint:lint",
+    "identity": "opssecrets.commands.identity:identity",
+    "share": "opssecrets.commands.share:share",
+    "doctor": "opssecrets.commands.doctor:doctor",
     "demo": "opssecrets.commands.demo:demo",
 }
 
