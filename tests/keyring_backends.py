@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from keyring.backend import KeyringBackend
-from keyring.errors import PasswordDeleteError
+from keyring.errors import KeyringLocked, PasswordDeleteError
 
 STORE_VAR = "OPSSECRETS_TEST_KEYRING"
 BACKEND_NAME = "keyring_backends.FileKeyring"
@@ -55,3 +55,18 @@ class FileKeyring(KeyringBackend):
             raise PasswordDeleteError("not found")
         del data[service][username]
         self._save(data)
+
+
+class LockedKeyring(KeyringBackend):
+    """A keyring that is there but refuses every read, like a locked Secret Service collection."""
+
+    priority = 1
+
+    def get_password(self, service: str, username: str) -> str | None:
+        raise KeyringLocked("the collection is locked")
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        raise KeyringLocked("the collection is locked")
+
+    def delete_password(self, service: str, username: str) -> None:
+        raise KeyringLocked("the collection is locked")
