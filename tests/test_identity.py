@@ -186,7 +186,9 @@ def test_import_openssh_ed25519_converts_like_ssh_to_age(repo: OpsRepo, keyring_
     assert result.out.strip() == expected
 
 
-def test_imported_ssh_identity_decrypts_what_age_encrypted_to_the_ssh_key(repo: OpsRepo, keyring_file: Path, tmp_path: Path) -> None:
+def test_imported_ssh_identity_decrypts_what_age_encrypted_to_the_ssh_key(
+    repo: OpsRepo, keyring_file: Path, tmp_path: Path
+) -> None:
     private, public = openssh_ed25519()
     source = tmp_path / "id_ed25519"
     source.write_bytes(private)
@@ -196,7 +198,9 @@ def test_imported_ssh_identity_decrypts_what_age_encrypted_to_the_ssh_key(repo: 
     (tmp_path / "m.age").write_bytes(sealed)
     secret = stored_identity(keyring_file)
     assert secret is not None
-    opened = subprocess.run(["age", "-d", "-i", "-", str(tmp_path / "m.age")], input=secret.encode(), capture_output=True, check=True)
+    opened = subprocess.run(
+        ["age", "-d", "-i", "-", str(tmp_path / "m.age")], input=secret.encode(), capture_output=True, check=True
+    )
     assert opened.stdout == b"handed over"
 
 
@@ -220,7 +224,9 @@ def test_import_refuses_an_rsa_key(repo: OpsRepo, keyring_file: Path, tmp_path: 
     assert stored_identity(keyring_file) is None
 
 
-def test_import_refuses_several_identities_and_bad_lines_without_quoting_them(repo: OpsRepo, keyring_file: Path, tmp_path: Path) -> None:
+def test_import_refuses_several_identities_and_bad_lines_without_quoting_them(
+    repo: OpsRepo, keyring_file: Path, tmp_path: Path
+) -> None:
     one, two = AgeKey.new(), AgeKey.new()
     several = tmp_path / "several.txt"
     several.write_text(f"{one.identity}\n{two.identity}\n")
@@ -247,7 +253,9 @@ def test_import_needs_exactly_one_source(repo: OpsRepo, keyring_file: Path, tmp_
     assert stored_identity(keyring_file) is None
 
 
-def test_import_same_identity_twice_is_a_no_op_and_a_different_one_is_refused(repo: OpsRepo, keyring_file: Path, tmp_path: Path) -> None:
+def test_import_same_identity_twice_is_a_no_op_and_a_different_one_is_refused(
+    repo: OpsRepo, keyring_file: Path, tmp_path: Path
+) -> None:
     first, other = AgeKey.new(), AgeKey.new()
     (tmp_path / "a.txt").write_text(first.identity + "\n")
     (tmp_path / "b.txt").write_text(other.identity + "\n")
@@ -259,7 +267,9 @@ def test_import_same_identity_twice_is_a_no_op_and_a_different_one_is_refused(re
     assert stored_identity(keyring_file) == first.identity
 
 
-def test_import_on_a_headless_machine_points_at_sops_age_key_file(repo: OpsRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_import_on_a_headless_machine_points_at_sops_age_key_file(
+    repo: OpsRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PYTHON_KEYRING_BACKEND", FAIL_BACKEND)
     source = tmp_path / "k.txt"
     source.write_text(AgeKey.new().identity + "\n")
@@ -308,7 +318,12 @@ def test_export_prints_the_identity_and_warns_only_on_a_terminal(repo: OpsRepo, 
     leader, follower = pty.openpty()
     env = {**os.environ, **CHILD_PATH}
     proc = subprocess.run(
-        [sys.executable, "-m", "opssecrets", "identity", "export"], stdout=follower, stderr=subprocess.PIPE, env=env, timeout=60, check=False
+        [sys.executable, "-m", "opssecrets", "identity", "export"],
+        stdout=follower,
+        stderr=subprocess.PIPE,
+        env=env,
+        timeout=60,
+        check=False,
     )
     os.close(follower)
     shown = b""

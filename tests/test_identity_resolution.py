@@ -108,7 +108,9 @@ def test_users_own_key_file_is_passed_through_and_wins_over_the_keyring(
     assert decrypt_calls(sops_spy) == [("unset", str(key_file))]
 
 
-def test_users_sops_age_key_is_passed_through_untouched(repo: OpsRepo, keyring_store: Path, sops_spy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_users_sops_age_key_is_passed_through_untouched(
+    repo: OpsRepo, keyring_store: Path, sops_spy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     in_keyring, in_env = AgeKey.new(), AgeKey.new()
     build_repo(repo, [in_env])
     put_in_keyring(keyring_store, in_keyring.identity)
@@ -118,7 +120,9 @@ def test_users_sops_age_key_is_passed_through_untouched(repo: OpsRepo, keyring_s
     assert decrypt_calls(sops_spy) == [(sha(in_env.identity), "unset")]
 
 
-def test_headless_machine_falls_back_silently_to_sops_default_key_file(repo: OpsRepo, monkeypatch: pytest.MonkeyPatch, isolated_home: Path) -> None:
+def test_headless_machine_falls_back_silently_to_sops_default_key_file(
+    repo: OpsRepo, monkeypatch: pytest.MonkeyPatch, isolated_home: Path
+) -> None:
     me = AgeKey.new()
     token = build_repo(repo, [me])
     monkeypatch.delenv("SOPS_AGE_KEY", raising=False)
@@ -126,7 +130,9 @@ def test_headless_machine_falls_back_silently_to_sops_default_key_file(repo: Ops
     default = isolated_home / ".config" / "sops" / "age" / "keys.txt"
     default.parent.mkdir(parents=True)
     default.write_text(me.identity + "\n")
-    result = repo.ops_proc("share", "app/token", "--to", "reader0", env={"PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"})
+    result = repo.ops_proc(
+        "share", "app/token", "--to", "reader0", env={"PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"}
+    )
     assert result.code == 0, result
     assert "keyring" not in result.err.lower()
     opened = subprocess.run(["age", "-d", "-i", str(default)], input=result.out.encode(), capture_output=True, check=True)
@@ -141,7 +147,9 @@ def test_locked_keyring_falls_back_silently(repo: OpsRepo, monkeypatch: pytest.M
     default = isolated_home / ".config" / "sops" / "age" / "keys.txt"
     default.parent.mkdir(parents=True)
     default.write_text(me.identity + "\n")
-    result = repo.ops_proc("share", "app/token", "--to", "reader0", env={**CHILD_PATH, "PYTHON_KEYRING_BACKEND": "keyring_backends.LockedKeyring"})
+    result = repo.ops_proc(
+        "share", "app/token", "--to", "reader0", env={**CHILD_PATH, "PYTHON_KEYRING_BACKEND": "keyring_backends.LockedKeyring"}
+    )
     assert result.code == 0, result
     assert "locked" not in result.err.lower()
 
@@ -151,7 +159,9 @@ def test_no_identity_anywhere_is_one_clear_line(repo: OpsRepo, monkeypatch: pyte
     monkeypatch.delenv("SOPS_AGE_KEY", raising=False)
     repo.extra_env.clear()
     before = repo.snapshot()
-    result = repo.ops_proc("share", "app/token", "--to", "reader0", env={"PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"})
+    result = repo.ops_proc(
+        "share", "app/token", "--to", "reader0", env={"PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"}
+    )
     assert result.code == 3, result
     assert result.err.count("\n") == 1 and "identity import" in result.err
     assert result.out == ""
