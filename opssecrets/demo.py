@@ -210,9 +210,9 @@ def encrypt_new(demo: DemoRepo, rel: str, plaintext: str) -> None:
         handle.write(proc.stdout)
 
 
-def build_repo(target: Path | None) -> DemoRepo:
-    """The throwaway repository: keys generated, ``.sops.yaml`` written, secrets encrypted, committed."""
-    demo = DemoRepo(prepare_dir(target))
+def build_repo(root: Path) -> DemoRepo:
+    """The throwaway repository in the prepared ``root``: keys, ``.sops.yaml``, encrypted secrets, a commit."""
+    demo = DemoRepo(root)
     _git(demo.root, "init", "-q")
     (demo.root / ".gitignore").write_text("# the demo's private keys: never in git\n/.demo/\n")
     _new_identity(demo, ADMIN, generate_identity())
@@ -316,8 +316,9 @@ def run_step(demo: DemoRepo, step: DemoStep, write: Write) -> int:
 
 def run_demo(target: Path | None, write: Write, available: Available) -> DemoRepo:
     """Build the repository, run every available lifecycle step, and say what to try next."""
+    root = prepare_dir(target)
     write("Building a throwaway ops repository with real sops and freshly generated keys...\n")
-    demo = build_repo(target)
+    demo = build_repo(root)
     write(
         f"  {demo.root}\n"
         f"  admin {ADMIN}, engineer-to-be {ENGINEER}, host {HOST} (age key from its SSH host key)\n"

@@ -70,3 +70,23 @@ class LockedKeyring(KeyringBackend):
 
     def delete_password(self, service: str, username: str) -> None:
         raise KeyringLocked("the collection is locked")
+
+
+class RecordingKeyring(FileKeyring):
+    """A FileKeyring that logs every call to ``$OPSSECRETS_TEST_KEYRING.log``: proves who touched it."""
+
+    def _record(self, what: str) -> None:
+        with open(f"{self._path()}.log", "a") as log:
+            log.write(what + "\n")
+
+    def get_password(self, service: str, username: str) -> str | None:
+        self._record("get")
+        return super().get_password(service, username)
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self._record("set")
+        super().set_password(service, username, password)
+
+    def delete_password(self, service: str, username: str) -> None:
+        self._record("delete")
+        super().delete_password(service, username)
