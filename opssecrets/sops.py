@@ -244,14 +244,14 @@ class Sops:
 
     def decrypt(self, relpath: str) -> bytes:
         """The whole plaintext of a file (for checks that must see values; never logged)."""
-        proc = self.call(("decrypt", relpath))
+        proc = self.call(("decrypt", safe_path(relpath)))
         if proc.returncode != 0:
             raise classify_sops_failure(proc, "decrypt", relpath)
         return proc.stdout
 
     def extract(self, relpath: str, key: str) -> bytes:
         """One value, raw, as ``sops decrypt --extract`` prints it."""
-        proc = self.call(("decrypt", "--extract", index_for_key(key), relpath))
+        proc = self.call(("decrypt", "--extract", index_for_key(key), safe_path(relpath)))
         if proc.returncode != 0:
             raise classify_sops_failure(proc, "decrypt", relpath)
         return proc.stdout
@@ -260,16 +260,21 @@ class Sops:
         """Re-wrap each file's data key for its rule's recipients, in one process."""
         if not relpaths:
             return
-        proc = self.call(("updatekeys", "-y", *relpaths), cwd=cwd, config=config, timeout=DEFAULT_TIMEOUT + len(relpaths))
+        proc = self.call(("updatekeys", "-y", *map(safe_path, relpaths)), cwd=cwd, config=config, timeout=DEFAULT_TIMEOUT + len(relpaths))
         if proc.returncode != 0:
             failed = failed_updatekeys_file(proc.stderr) or relpaths[0]
             raise classify_sops_failure(proc, "updatekeys", failed)
 
-    def rotate(self, relpath: str, *, cwd: Path) -> None:
+    def rotate(self, relpath: str, *, cwd: Path, config: Path | None = None) -> None:
         """A new data key for one file, every value re-encrypted; recipients unchanged."""
-        proc = self.call(("rotate", "-i", relpath), cwd=cwd)
+        proc = self.call(("rotate", "-i", safe_path(relpath)), cwd=cwd, config=config)
         if proc.returncode != 0:
             raise classify_sops_failure(proc, "rotate", relpath)
+
+
+def safe_path(relpath: str) -> str:
+    """A path argument sops cannot mistake for a flag."""
+    return "./" + relpath if relpath.startswith("-") else relpath
 
 
 def failed_updatekeys_file(stderr: bytes) -> str | None:
