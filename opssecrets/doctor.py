@@ -79,36 +79,35 @@ def _binary_check(name: str, floor: tuple[int, int, int]) -> tuple[Check, Binary
     return Check(name, True, f"{binary.path} {binary.version_text} (need >= {_floor(floor)})"), binary
 
 
-def _config_check(repo: Repo | None, locate_error: str) -> tuple[Check, list[CreationRule]]:
+def _config_checks(repo: Repo | None, locate_error: str) -> tuple[list[Check], list[CreationRule]]:
+    """``.sops.yaml`` found and lint-clean (errors are problems; warnings are notes)."""
     if repo is None:
-        return Check(".sops.yaml", False, "no ops repository here", locate_error), []
+        return [Check(".sops.yaml", False, "no ops repository here", locate_error)], []
     if not repo.config_path.is_file():
-        return Check(".sops.yaml", False, f"not found in {repo.root}", "run 'opssecrets init' there, or pass --repo DIR"), []
-    problems = lint_problems(repo)
-    if problems:
-        first = problems[0]
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        return Check(
-            ".sops.yaml", False, f"{repo.config_path}: {first}{more}", "run 'opssecrets lint' and fix what it reports"
-        ), []
-    rules = load_rules_fast(repo.config_path)
-    return Check(".sops.yaml", True, f"{repo.config_path}, {len(rules)} creation rule(s), lint clean"), rules
+        return [Check(".sops.yaml", False, f"not found in {repo.root}", "run 'opssecrets init' there, or pass --repo DIR")], []
+    from opssecrets.lint import lint_text
 
-
-def lint_problems(repo: Repo) -> list[str]:
-    """What is wrong with ``.sops.yaml``, one line each (empty: clean)."""
+    try:
+        text = repo.config_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        found = f"{repo.config_path} cannot be read ({exc.__class__.__name__})"
+        return [Check(".sops.yaml", False, found, "fix its permissions")], []
+    problems = lint_text(text, repo.config_path.name)
+    errors = [p for p in problems if p.level == "error"]
+    warnings = [p for p in problems if p.level != "error"]
+    if errors:
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        found = f"{repo.config_path}: {first.where}: {first.message}{more}"
+        return [Check(".sops.yaml", False, found, "run 'opssecrets lint' and fix what it reports")], []
     try:
         rules = load_rules_fast(repo.config_path)
-        matching_rule(rules, "")  # compiles every regex on the way
-        for rule in rules:
-            rule.compiled()
     except OpsError as exc:
-        return [exc.message]
-    except Exception as exc:  # an invalid regex and the like
-        return [f"cannot be read ({exc.__class__.__name__})"]
-    if not rules:
-        return ["has no creation_rules"]
-    return [f"{rule.label} has no recipients" for rule in rules if not rule.has_recipients]
+        return [Check(".sops.yaml", False, exc.message, "run 'opssecrets lint' and fix what it reports")], []
+    checks = [Check(".sops.yaml", True, f"{repo.config_path}, {len(rules)} creation rule(s), lint clean")]
+    for warning in warnings:
+        checks.append(Check("lint", False, f"{warning.where}: {warning.message}", "see 'opssecrets lint'", needed=False))
+    return checks, rules
 
 
 def _identity_check(resolved: ResolvedIdentity) -> Check:
@@ -205,8 +204,8 @@ def run_doctor(repo_arg: Path | None) -> DoctorReport:
         repo = Repo.locate(repo_arg)
     except OpsError as exc:
         locate_error = exc.message
-    config_check, rules = _config_check(repo, locate_error)
-    report.checks.append(config_check)
+    config_checks, rules = _config_checks(repo, locate_error)
+    report.checks += config_checks
     resolved = resolve_identity()
     report.checks.append(_identity_check(resolved))
     report.checks.append(_keyring_check(resolved))

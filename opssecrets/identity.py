@@ -352,18 +352,6 @@ def identity_env() -> Mapping[str, str]:
     return IdentityEnv()
 
 
-_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-
-def check_name(name: str) -> str:
-    """A recipient name sops' YAML parser accepts as an anchor (``[A-Za-z0-9_-]``)."""
-    if not _NAME.match(name):
-        raise BadInput(
-            f"{name!r} is not a usable name: use letters, digits, '-' and '_' (sops rejects others in .sops.yaml anchors)"
-        )
-    return name
-
-
 def default_name() -> str:
     """The login name, cleaned to what a recipient name may hold."""
     import getpass

@@ -15,36 +15,16 @@ from opssecrets.repo import Repo
 from opssecrets.sops import child_env, find_age, run, stderr_summary
 
 
-def named_recipients(config_path: Path) -> dict[str, str]:
-    """Anchor name -> age recipient, from the ``&name age1...`` anchors in ``.sops.yaml``."""
-    import yaml
-
-    from opssecrets.keys import is_age_recipient
-
-    names: dict[str, str] = {}
-    try:
-        text = config_path.read_text(encoding="utf-8")
-        for event in yaml.parse(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
-            anchor = getattr(event, "anchor", None)
-            value = getattr(event, "value", None)
-            if anchor and isinstance(event, yaml.ScalarEvent) and isinstance(value, str) and is_age_recipient(value.strip()):
-                names[anchor] = value.strip()
-    except (OSError, yaml.YAMLError) as exc:
-        raise BadInput(f"cannot read the recipient names in {config_path}; fix it ('opssecrets lint')") from exc
-    return names
-
-
 def resolve_recipient(repo: Repo, to: str) -> tuple[str, str]:
-    """``(label, age recipient)`` for ``--to``: a name in ``.sops.yaml``, or an ``age1...`` recipient."""
+    """``(label, age recipient)`` for ``--to``: a recipient name in ``.sops.yaml``, or an ``age1...`` recipient."""
     if to.startswith("age1"):
         return to, check_age_recipient(to)
-    names = named_recipients(repo.require_config())
-    if to in names:
-        return to, names[to]
-    known = ", ".join(sorted(names)) or "none"
-    raise BadInput(
-        f"no recipient named {to!r} in {repo.config_path.name} (known: {known}); pass a name from there or an age1... recipient"
-    )
+    from opssecrets.sopsconfig import SopsConfig
+
+    recipient = SopsConfig.load(repo.require_config()).find(to)
+    if recipient.key_type != "age":
+        raise BadInput(f"{recipient.label} is not an age recipient; share encrypts with age only")
+    return recipient.label, recipient.key
 
 
 def find_key_file(repo: Repo, key: str, file: Path | None) -> str:

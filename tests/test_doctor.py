@@ -192,14 +192,20 @@ def test_no_sops_yaml(repo: OpsRepo) -> None:
 
 def test_sops_yaml_with_problems(ops: OpsRepo) -> None:
     config = ops.root / ".sops.yaml"
-    config.write_text(config.read_text() + "  - path_regex: ^other/\n")
+    config.write_text(config.read_text() + "  - path_regex: ^secrets/x\n    age: [*dan]\n")
     result = ops.ops("doctor")
     assert result.code == 1, result
-    assert "has no recipients" in result.err and "opssecrets lint" in result.err
+    assert "unreachable" in result.err and "fix: run 'opssecrets lint'" in result.err
     config.write_text("creation_rules: [\n")
     result = ops.ops("doctor")
     assert result.code == 1, result
     assert "not valid YAML" in result.err
+
+
+def test_lint_warnings_are_notes_not_problems(ops: OpsRepo) -> None:
+    result = ops.ops("doctor")
+    assert result.code == 0, result
+    assert "lint        note     rule 1 (^secrets/): no host reads this rule" in result.out
 
 
 def test_doctor_changes_nothing_and_prints_no_value(ops: OpsRepo) -> None:

@@ -16,6 +16,7 @@ import click
 from opssecrets import identity as ident
 from opssecrets.errors import BadInput, EnvironmentProblem, NoIdentity
 from opssecrets.keys import generate_identity, recipient_for_identity
+from opssecrets.sopsconfig import check_name
 
 PRIVATE_WARNING = (
     "warning: this is your private age identity; anyone who sees it can read every secret you can. "
@@ -76,7 +77,7 @@ def identity() -> None:
 )
 def new(name: str | None, to_file: Path | None, to_stdout: bool) -> int:
     """Generate an age identity, keep it in the OS keyring, print the command to send an admin."""
-    who = ident.check_name(name) if name is not None else ident.default_name()
+    who = check_name(name, 'name') if name is not None else ident.default_name()
     if to_file is not None and to_stdout:
         raise BadInput("give at most one of --to-file FILE and --stdout")
     if to_file is None and not to_stdout:
