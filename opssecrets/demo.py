@@ -34,8 +34,9 @@ ENGINEER = "alice"
 HOST = "clarun"
 PROJECT = "hello-bot"
 HOST_SECRETS = "secrets/secrets.yaml"
-PROJECT_SECRETS = f"projects/{PROJECT}/secrets.yaml"
-PLANTED = f"projects/{PROJECT}/config.env"
+PROJECT_SECRETS = f"secrets/projects/{PROJECT}/secrets.yaml"
+HOST_PUBKEY = f".demo/hosts/{HOST}/ssh_host_ed25519_key.pub"
+PLANTED = f"projects/{PROJECT}/bot.env"
 STEP_TIMEOUT = 300.0
 
 Write = Callable[[str], None]
@@ -157,29 +158,6 @@ def _yaml_quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def write_config(demo: DemoRepo) -> None:
-    """``.sops.yaml``: host secrets for dan and clarun; the project's also for its engineers (none yet)."""
-    r = demo.recipients
-    text = (
-        "# Recipients of this ops repository (managed with opssecrets).\n"
-        "keys:\n"
-        f"  - &{ADMIN} {r[ADMIN]}\n"
-        f"  - &{HOST} {r[HOST]}\n"
-        "creation_rules:\n"
-        "  - path_regex: ^secrets/[^/]+\\.yaml$\n"
-        "    key_groups:\n"
-        "      - age:\n"
-        f"          - *{ADMIN}\n"
-        f"          - *{HOST}\n"
-        f"  - path_regex: ^projects/{PROJECT}/[^/]+\\.yaml$\n"
-        "    key_groups:\n"
-        "      - age:\n"
-        f"          - *{ADMIN}\n"
-        f"          - *{HOST}\n"
-    )
-    (demo.root / ".sops.yaml").write_text(text)
-
-
 def encrypt_new(demo: DemoRepo, rel: str, plaintext: str) -> None:
     """Encrypt a new file with the real sops: the plaintext goes in on stdin, never to disk."""
     sops = find_sops()
@@ -210,23 +188,45 @@ def encrypt_new(demo: DemoRepo, rel: str, plaintext: str) -> None:
         handle.write(proc.stdout)
 
 
-def build_repo(root: Path) -> DemoRepo:
-    """The throwaway repository in the prepared ``root``: keys, ``.sops.yaml``, encrypted secrets, a commit."""
+def _values_yaml(values: dict[str, str]) -> str:
+    return "".join(f"{key}: {_yaml_quote(value)}\n" for key, value in values.items())
+
+
+def generate_keys(root: Path) -> DemoRepo:
+    """The repository's git, its .gitignore, and every key the demo uses (in ``.demo/``)."""
     demo = DemoRepo(root)
     _git(demo.root, "init", "-q")
     (demo.root / ".gitignore").write_text("# the demo's private keys: never in git\n/.demo/\n")
     _new_identity(demo, ADMIN, generate_identity())
     _new_identity(demo, ENGINEER, generate_identity())
     _host_key(demo)
-    write_config(demo)
+    return demo
+
+
+def setup_steps(demo: DemoRepo) -> list[DemoStep]:
+    """The repository as the platform has it: admin dan, host clarun, the hello-bot project."""
+    return [
+        DemoStep(
+            f"{ADMIN} creates .sops.yaml in the platform layout; {HOST} reads secrets through its SSH host key:",
+            ("init", "--admin", ADMIN, "--age-key", demo.recipients[ADMIN], "--host", HOST, "--ssh-host-key", HOST_PUBKEY),
+        ),
+        DemoStep(f"A rule for the {PROJECT} project's secrets:", ("add-project", PROJECT)),
+    ]
+
+
+def write_platform_files(demo: DemoRepo, write: Write) -> None:
+    """Encrypt the platform's and the project's secrets (fake values, real sops) and commit."""
     values = fake_values()
-    encrypt_new(demo, HOST_SECRETS, "".join(f"{key}: {_yaml_quote(value)}\n" for key, value in values.items()))
+    write(f"\n# {ADMIN} encrypts {HOST_SECRETS} ({', '.join(values)}) with sops; the values are fakes made for this run\n")
+    encrypt_new(demo, HOST_SECRETS, _values_yaml(values))
     project_values = {"matrix-access-token": "syt_" + _random(string.ascii_letters, 20), "greeting": "Hello from Matrix!"}
-    encrypt_new(demo, PROJECT_SECRETS, "".join(f"{key}: {_yaml_quote(value)}\n" for key, value in project_values.items()))
-    bot = demo.root / "projects" / PROJECT / "module.nix"
-    bot.write_text(
+    write(f"# and {PROJECT_SECRETS} ({', '.join(project_values)})\n")
+    encrypt_new(demo, PROJECT_SECRETS, _values_yaml(project_values))
+    module = demo.root / "projects" / PROJECT / "module.nix"
+    module.parent.mkdir(parents=True, exist_ok=True)
+    module.write_text(
         "{ config, ... }:\n{\n"
-        f'  sops.secrets."matrix-access-token".sopsFile = ./secrets.yaml;\n'
+        f'  sops.secrets."matrix-access-token".sopsFile = ../../{PROJECT_SECRETS};\n'
         f'  systemd.services.{PROJECT}.serviceConfig.EnvironmentFile = config.sops.secrets."matrix-access-token".path;\n'
         "}\n"
     )
@@ -240,36 +240,42 @@ def build_repo(root: Path) -> DemoRepo:
     )
     _git(demo.root, "add", "-A")
     _git(demo.root, "commit", "-q", "-m", "A throwaway ops repository made by 'opssecrets demo'")
-    return demo
 
 
 def plant_leak(demo: DemoRepo) -> Path:
     """A config file with a Slack bot token pasted in plaintext, as happens, for the guard to catch."""
     path = demo.root / PLANTED
+    path.parent.mkdir(parents=True, exist_ok=True)
     token = fake_values()["slack-bot-token"]
     path.write_text(f"MATRIX_HOMESERVER=https://clarun.xyz\nSLACK_BOT_TOKEN={token}\n")
     return path
 
 
 def lifecycle(demo: DemoRepo) -> list[DemoStep]:
-    """The steps, in order. A step runs only when its command exists in this build."""
+    """The steps, in order. A step runs only when the commands it needs exist in this build."""
     alice = demo.recipients[ENGINEER]
     return [
         DemoStep(
-            f"{ENGINEER} ran 'opssecrets identity new --name {ENGINEER}' and sent {ADMIN} this command:",
-            ("add-engineer", ENGINEER, "--age-key", alice),
+            f"{ENGINEER} ran 'opssecrets identity new --name {ENGINEER}' and sent {ADMIN} the command it printed;"
+            f" {ADMIN} runs it, giving her the {PROJECT} project:",
+            ("add-engineer", ENGINEER, "--age-key", alice, "--project", PROJECT),
         ),
-        DemoStep(f"{ADMIN} gives {ENGINEER} the {PROJECT} project's secrets:", ("grant", ENGINEER, PROJECT)),
         DemoStep("Who can read what:", ("access",)),
         DemoStep(
-            f"{ENGINEER} checks her setup; her identity now reads the {PROJECT} secrets:",
+            f"{ENGINEER} checks her setup: her identity reads the {PROJECT} secrets, not the host's:",
             ("doctor",),
             as_user=ENGINEER,
             after=("add-engineer",),
         ),
-        DemoStep("Rotate the Matrix registration token (a new value, a new data key):", ("rotate", "matrix-registration-token")),
-        DemoStep("Which secrets are due for rotation:", ("status",), expect=(0, 1)),
-        DemoStep(f"{ENGINEER} leaves the team:", ("remove-engineer", ENGINEER)),
+        DemoStep(
+            "Rotate the Matrix registration token (generated here; checked against the homeserver after the deploy):",
+            ("rotate", "matrix-registration-token", "--generate", "--no-verify", "--reason", "routine rotation (demo)"),
+        ),
+        DemoStep("How old each secret is, and what is due:", ("status",), expect=(0, 1)),
+        DemoStep(
+            f"{ENGINEER} leaves: she is removed from every rule and the data keys she held are replaced:",
+            ("remove-engineer", ENGINEER),
+        ),
         DemoStep(
             f"{ENGINEER}'s identity reads nothing any more:",
             ("doctor",),
@@ -277,8 +283,13 @@ def lifecycle(demo: DemoRepo) -> list[DemoStep]:
             expect=(1,),
             after=("remove-engineer",),
         ),
-        DemoStep(f"The values {ENGINEER} could read, to rotate now that she has gone:", ("exposed", ENGINEER)),
-        DemoStep("The pre-commit guard catches a token pasted into a config file:", ("check", PLANTED), expect=(1,)),
+        DemoStep(
+            f"The values {ENGINEER} could have copied are flagged as exposed until they are re-issued:",
+            ("status",),
+            expect=(0, 1),
+            after=("remove-engineer",),
+        ),
+        DemoStep("The pre-commit guard catches a Slack token pasted into a config file:", ("check", PLANTED), expect=(1,)),
     ]
 
 
@@ -314,39 +325,47 @@ def run_step(demo: DemoRepo, step: DemoStep, write: Write) -> int:
     return proc.returncode
 
 
-def run_demo(target: Path | None, write: Write, available: Available) -> DemoRepo:
-    """Build the repository, run every available lifecycle step, and say what to try next."""
-    root = prepare_dir(target)
-    write("Building a throwaway ops repository with real sops and freshly generated keys...\n")
-    demo = build_repo(root)
-    write(
-        f"  {demo.root}\n"
-        f"  admin {ADMIN}, engineer-to-be {ENGINEER}, host {HOST} (age key from its SSH host key)\n"
-        f"  {HOST_SECRETS}: matrix-registration-token, acme-email, slack-app-token, slack-bot-token\n"
-        f"  {PROJECT_SECRETS}: the {PROJECT} project's secrets\n"
-        f"  identities in {demo.rel(demo.state / 'keys')}/ (git-ignored); your own keyring and ~/.config are not used\n"
-    )
+def run_steps(demo: DemoRepo, steps: list[DemoStep], write: Write, available: Available) -> list[str]:
+    """Run each step whose commands exist; return the names of the commands that did not."""
     skipped: list[str] = []
-    for step in lifecycle(demo):
-        if step.command == "check" and available("check"):
-            plant_leak(demo)
+    for step in steps:
         missing = [name for name in step.needs if not available(name)]
         if missing:
             skipped.extend(missing)
             continue
+        if step.command == "check":
+            plant_leak(demo)
         run_step(demo, step, write)
+    return skipped
+
+
+def run_demo(target: Path | None, write: Write, available: Available) -> DemoRepo:
+    """Build the repository, run every available lifecycle step, and say what to try next."""
+    root = prepare_dir(target)
+    write(f"A throwaway ops repository in {root}, with real sops and freshly generated keys:\n")
+    demo = generate_keys(root)
+    write(
+        f"  identities for {ADMIN} (admin), {ENGINEER} (engineer-to-be) and {HOST} (from its SSH host key) "
+        f"in {demo.rel(demo.state)}/ (git-ignored)\n"
+        "  every command below runs with SOPS_AGE_KEY_FILE pointing there; your keyring and ~/.config are not used\n"
+    )
+    for needed in ("init", "add-project"):
+        if not available(needed):
+            raise ToolFailed(f"this build has no '{needed}' command, which the demo needs to build its repository")
+    run_steps(demo, setup_steps(demo), write, available)
+    write_platform_files(demo, write)
+    skipped = run_steps(demo, lifecycle(demo), write, available)
     if skipped:
         write(f"\n(not in this build yet, so not shown: {', '.join(dict.fromkeys(skipped))})\n")
-    key_file = demo.keys[ADMIN]
     write(
         "\nThe demo repository is at:\n"
         f"  {demo.root}\n"
-        "Try next (as the admin):\n"
+        "Try next, as the admin:\n"
         f"  cd {demo.root}\n"
-        f"  export SOPS_AGE_KEY_FILE={key_file}\n"
-        "  opssecrets access\n"
+        f"  export SOPS_AGE_KEY_FILE={demo.keys[ADMIN]}\n"
+        "  opssecrets recipients\n"
         "  opssecrets doctor\n"
-        "  opssecrets share slack-bot-token --to clarun | head -3\n"
+        f"  opssecrets share acme-email --to {HOST}\n"
         f"Delete it with: rm -rf {demo.root}\n"
     )
     return demo

@@ -53,7 +53,7 @@ def test_demo_builds_the_platform_repo_and_runs_the_lifecycle(
     assert (target / ".git").is_dir() and (target / ".sops.yaml").is_file()
     host = read_secret_file(target / "secrets" / "secrets.yaml")
     assert host.key_paths() == ["matrix-registration-token", "acme-email", "slack-app-token", "slack-bot-token"]
-    assert read_secret_file(target / "projects" / "hello-bot" / "secrets.yaml").key_paths()
+    assert read_secret_file(target / "secrets" / "projects" / "hello-bot" / "secrets.yaml").key_paths()
     log = subprocess.run(["git", "log", "--oneline"], cwd=target, capture_output=True, text=True, check=True).stdout
     assert "opssecrets demo" in log
     keys = target / ".demo" / "keys"
@@ -68,8 +68,35 @@ def test_demo_builds_the_platform_repo_and_runs_the_lifecycle(
     assert sops_decrypt(target, "secrets/secrets.yaml", keys / "clarun.txt").returncode == 0
     assert sops_decrypt(target, "secrets/secrets.yaml", keys / "alice.txt").returncode != 0
 
-    # it ends by saying where the repo is and what to try next
+    # the lifecycle, each command printed before it runs
     out = result.stdout
+    order = [
+        "$ opssecrets init --admin dan",
+        "$ opssecrets add-project hello-bot",
+        "$ opssecrets add-engineer alice --age-key age1",
+        "$ opssecrets access",
+        "(as alice) $ opssecrets doctor",
+        "$ opssecrets remove-engineer alice",
+        "(as alice) $ opssecrets doctor",
+    ]
+    positions = []
+    start = 0
+    for line in order:
+        start = out.index(line, start) + 1
+        positions.append(start)
+    assert positions == sorted(positions)
+
+    # alice could read her project's secrets, then could not
+    project = "secrets/projects/hello-bot/secrets.yaml"
+    first_doctor, second_doctor = out.split("(as alice) $ opssecrets doctor")[1:3]
+    assert any(line.startswith(project) and line.split()[-1] == "ok" for line in first_doctor.splitlines())
+    assert f"{project}  no" in second_doctor and "reads none of the 2 secret file(s)" in second_doctor
+    assert sops_decrypt(target, project, keys / "alice.txt").returncode != 0
+    assert sops_decrypt(target, project, keys / "dan.txt").returncode == 0
+    # the values she could have copied are named
+    assert "alice could read these values" in out and "matrix-access-token" in out
+
+    # it ends by saying where the repo is and what to try next
     assert f"The demo repository is at:\n  {target}" in out
     assert "Try next" in out and f"export SOPS_AGE_KEY_FILE={keys / 'dan.txt'}" in out
 

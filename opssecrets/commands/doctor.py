@@ -40,9 +40,9 @@ def doctor(ctx: click.Context, as_json: bool) -> int:
                 ["file", "you in .sops.yaml rule", "wrapped for you", "decrypts", "status"],
             )
         )
-    notes = [(c.name, c.fix) for c in report.checks if not c.ok and not c.needed and c.fix]
-    for name, fix in notes:
-        click.echo(f"note: {name}: {fix}")
+    notes = dict.fromkeys(f"note: {c.name}: {c.fix}" for c in report.checks if not c.ok and not c.needed and c.fix)
+    for note in notes:
+        click.echo(note)
     problems = report.problems()
     if problems:
         click.echo("", err=True)
