@@ -183,6 +183,8 @@ def parse_ssh_public_key(text: str) -> SshPublicKey:
             raise BadInput("that is an SSH private key: pass the public key (the .pub file) instead")
         raise BadInput("not an SSH public key line: expected 'ssh-ed25519 AAAA...'")
     key_type = match.group("type")
+    if not key_type.startswith(("ssh-", "ecdsa-", "sk-")):
+        raise BadInput("not an SSH public key line: expected 'ssh-ed25519 AAAA...' (or a .pub file)")
     if key_type != "ssh-ed25519":
         raise BadInput(
             f"{key_type} keys cannot become age recipients: sops-nix needs an ed25519 key "

@@ -262,8 +262,12 @@ class Sops:
             return
         proc = self.call(("updatekeys", "-y", *map(safe_path, relpaths)), cwd=cwd, config=config, timeout=DEFAULT_TIMEOUT + len(relpaths))
         if proc.returncode != 0:
-            failed = failed_updatekeys_file(proc.stderr) or relpaths[0]
-            raise classify_sops_failure(proc, "updatekeys", failed)
+            failed = failed_updatekeys_file(proc.stderr)
+            if failed is None:
+                raise classify_sops_failure(proc, "updatekeys", relpaths[0])
+            name, block = failed
+            code = SOPS_NO_KEY_DECRYPTS if b"Failed to get the data key" in block else proc.returncode
+            raise classify_sops_failure(subprocess.CompletedProcess(proc.args, code, b"", block), "updatekeys", name)
 
     def rotate(self, relpath: str, *, cwd: Path, config: Path | None = None) -> None:
         """A new data key for one file, every value re-encrypted; recipients unchanged."""
@@ -277,13 +281,27 @@ def safe_path(relpath: str) -> str:
     return "./" + relpath if relpath.startswith("-") else relpath
 
 
-def failed_updatekeys_file(stderr: bytes) -> str | None:
-    """The file a multi-file ``sops updatekeys`` was working on when it logged an error."""
+def failed_updatekeys_file(stderr: bytes) -> tuple[str, bytes] | None:
+    """The first file a multi-file ``sops updatekeys`` failed on, with its part of stderr.
+
+    sops logs "Syncing keys for file X" before each file and goes on after a failure,
+    exiting 1 at the end; the lines between two such markers belong to one file.
+    """
     current: str | None = None
+    block: list[str] = []
+    blocks: list[tuple[str, list[str]]] = []
     for line in stderr.decode("utf-8", "replace").splitlines():
         match = re.search(r"Syncing keys for file (.+)$", line)
         if match:
             current = match.group(1).strip()
-        elif "level=error" in line or "error" in line.lower() and current:
-            return current
+            block = []
+            blocks.append((current, block))
+        elif current is not None:
+            block.append(line)
+    for name, lines in blocks:
+        text = "\n".join(lines)
+        if "synced with new keys" in text or "already up to date" in text:
+            continue
+        if text.strip():
+            return name, text.encode()
     return None
