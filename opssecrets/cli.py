@@ -12,6 +12,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
+
 import click
 
 from opssecrets import __version__

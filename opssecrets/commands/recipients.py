@@ -89,7 +89,14 @@ def init(ctx: click.Context, admin: str, age_key: str | None, ssh_key: str | Non
 @json_option
 @click.pass_context
 def add_engineer(
-    ctx: click.Context, name: str, age_key: str | None, ssh_key: str | None, admin: bool, projects: tuple[str, ...], dry_run: bool, as_json: bool
+    ctx: click.Context,
+    name: str,
+    age_key: str | None,
+    ssh_key: str | None,
+    admin: bool,
+    projects: tuple[str, ...],
+    dry_run: bool,
+    as_json: bool,
 ) -> int:
     """Add an engineer and re-encrypt the files they may now read."""
     key = age_key_from(age_key, ssh_key)
@@ -125,7 +132,9 @@ def remove_engineer(ctx: click.Context, name: str, dry_run: bool, as_json: bool)
 @dry_run_option
 @json_option
 @click.pass_context
-def add_host(ctx: click.Context, name: str, ssh_host_key: str, projects: tuple[str, ...], replace: bool, dry_run: bool, as_json: bool) -> int:
+def add_host(
+    ctx: click.Context, name: str, ssh_host_key: str, projects: tuple[str, ...], replace: bool, dry_run: bool, as_json: bool
+) -> int:
     """Add a host (its SSH host key, converted to age), or --replace a reinstalled host's key."""
     key = parse_ssh_public_key(ssh_host_key).age_recipient
     if replace:
