@@ -193,7 +193,7 @@ def _file_access(
     return FileAccess(rel, in_rule, wrapped, False, "no access (not a recipient)" if known else "does not decrypt")
 
 
-def run_doctor(repo_arg: Path | None) -> DoctorReport:
+def run_doctor(repo_arg: Path | None, *, workers: int = 8) -> DoctorReport:
     report = DoctorReport()
     sops_check, sops_bin = _binary_check("sops", SOPS_FLOOR)
     age_check, _ = _binary_check("age", AGE_FLOOR)
@@ -215,7 +215,7 @@ def run_doctor(repo_arg: Path | None) -> DoctorReport:
     if not files:
         return report
     jobs = [(repo.relpath(sf.path), sf.metadata.age_recipients) for sf in files]
-    with ThreadPoolExecutor(max_workers=min(8, len(jobs))) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(jobs)))) as pool:
         report.files = list(pool.map(lambda job: _file_access(repo, job[0], resolved.recipients, job[1], rules), jobs))
     if not any(f.decrypts for f in report.files) and not any(f.problem for f in report.files):
         first = report.files[0]
