@@ -273,7 +273,8 @@ def lifecycle(demo: DemoRepo) -> list[DemoStep]:
         ),
         DemoStep("How old each secret is, and what is due:", ("status",), expect=(0, 1)),
         DemoStep(
-            f"{ENGINEER} leaves: she is removed from every rule and the data keys she held are replaced:",
+            f"{ENGINEER} leaves: she is removed from every rule, the data keys she held are replaced,"
+            " and the values she could read (exposed: re-issue them) are listed:",
             ("remove-engineer", ENGINEER),
         ),
         DemoStep(
@@ -284,7 +285,7 @@ def lifecycle(demo: DemoRepo) -> list[DemoStep]:
             after=("remove-engineer",),
         ),
         DemoStep(
-            f"The values {ENGINEER} could have copied are flagged as exposed until they are re-issued:",
+            f"Where every secret stands after {ENGINEER}'s removal:",
             ("status",),
             expect=(0, 1),
             after=("remove-engineer",),

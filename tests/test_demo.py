@@ -11,6 +11,7 @@ import pytest
 from conftest import PROJECT_ROOT
 from keyring_backends import STORE_VAR
 
+from opssecrets.commands.demo import command_available
 from opssecrets.secretfile import read_secret_file
 
 TESTS = Path(__file__).resolve().parent
@@ -20,9 +21,7 @@ def run_demo(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.
     env = dict(os.environ)
     env["PYTHONPATH"] = f"{PROJECT_ROOT}{os.pathsep}{TESTS}"
     env.update(env_extra or {})
-    return subprocess.run(
-        [sys.executable, "-m", "opssecrets", *args], capture_output=True, text=True, env=env, timeout=600, check=False
-    )
+    return subprocess.run([sys.executable, "-m", "opssecrets", *args], capture_output=True, text=True, env=env, timeout=600, check=False)
 
 
 def sops_decrypt(root: Path, rel: str, key_file: Path) -> subprocess.CompletedProcess[bytes]:
@@ -41,9 +40,7 @@ def watched_keyring(tmp_path: Path) -> dict[str, str]:
     return {"PYTHON_KEYRING_BACKEND": "keyring_backends.RecordingKeyring", STORE_VAR: str(store)}
 
 
-def test_demo_builds_the_platform_repo_and_runs_the_lifecycle(
-    tmp_path: Path, isolated_home: Path, watched_keyring: dict[str, str]
-) -> None:
+def test_demo_builds_the_platform_repo_and_runs_the_lifecycle(tmp_path: Path, isolated_home: Path, watched_keyring: dict[str, str]) -> None:
     target = tmp_path / "demo"
     home_before = sorted(p.relative_to(isolated_home).as_posix() for p in isolated_home.rglob("*"))
     result = run_demo("demo", str(target), env_extra=watched_keyring)
@@ -95,6 +92,19 @@ def test_demo_builds_the_platform_repo_and_runs_the_lifecycle(
     assert sops_decrypt(target, project, keys / "dan.txt").returncode == 0
     # the values she could have copied are named
     assert "alice could read these values" in out and "matrix-access-token" in out
+
+    # the steps of the rotation and guard issues run once their commands are in the build
+    if command_available("rotate"):
+        assert "$ opssecrets rotate matrix-registration-token --generate" in out
+    if command_available("status"):
+        assert out.count("$ opssecrets status") == 2
+    if command_available("check"):
+        assert "$ opssecrets check projects/hello-bot/bot.env" in out
+    skipped = [name for name in ("rotate", "status", "check") if not command_available(name)]
+    if skipped:
+        assert f"not in this build yet, so not shown: {', '.join(skipped)}" in out
+    else:
+        assert "not in this build yet" not in out
 
     # it ends by saying where the repo is and what to try next
     assert f"The demo repository is at:\n  {target}" in out
