@@ -130,9 +130,7 @@ def test_headless_machine_falls_back_silently_to_sops_default_key_file(
     default = isolated_home / ".config" / "sops" / "age" / "keys.txt"
     default.parent.mkdir(parents=True)
     default.write_text(me.identity + "\n")
-    result = repo.ops_proc(
-        "share", "app/token", "--to", "reader0", env={"PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"}
-    )
+    result = repo.ops_proc("share", "app/token", "--to", "reader0", env={"PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"})
     assert result.code == 0, result
     assert "keyring" not in result.err.lower()
     opened = subprocess.run(["age", "-d", "-i", str(default)], input=result.out.encode(), capture_output=True, check=True)
@@ -159,9 +157,7 @@ def test_no_identity_anywhere_is_one_clear_line(repo: OpsRepo, monkeypatch: pyte
     monkeypatch.delenv("SOPS_AGE_KEY", raising=False)
     repo.extra_env.clear()
     before = repo.snapshot()
-    result = repo.ops_proc(
-        "share", "app/token", "--to", "reader0", env={"PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"}
-    )
+    result = repo.ops_proc("share", "app/token", "--to", "reader0", env={"PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"})
     assert result.code == 3, result
     assert result.err.count("\n") == 1 and "identity import" in result.err
     assert result.out == ""
@@ -193,3 +189,19 @@ def test_keyring_is_imported_only_when_sops_runs(repo: OpsRepo) -> None:
     del env["SOPS_AGE_KEY"]
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60, check=False)
     assert proc.stdout.split() == ["before", "False", "no", "identity", "after", "True"], proc.stderr
+
+
+def test_recipient_changes_decrypt_with_the_keyring_identity(repo: OpsRepo, keyring_store: Path, sops_spy: Path) -> None:
+    """updatekeys (in add-engineer) needs the data key: the keyring identity reaches it the same way."""
+    admin, bob = AgeKey.new(), AgeKey.new()
+    put_in_keyring(keyring_store, admin.identity)
+    assert repo.ops("init", "--admin", "dan", "--age-key", admin.recipient).code == 0
+    repo.encrypt("secrets/secrets.yaml", "acme-email: ops@example.org\n")
+    result = repo.ops_proc("add-engineer", "bob", "--age-key", bob.recipient, "--admin", env=CHILD_PATH)
+    assert result.code == 0, result
+    assert repo.decrypt("secrets/secrets.yaml", identity=bob).returncode == 0
+    env_lines = Path(f"{sops_spy}.env").read_text().splitlines()
+    argv_lines = Path(f"{sops_spy}.argv").read_text().splitlines()
+    updatekeys = [e for a, e in zip(argv_lines, env_lines, strict=True) if "updatekeys" in a]
+    assert updatekeys and all(line == f"{sha(admin.identity)} unset" for line in updatekeys)
+    assert admin.identity not in "\n".join(argv_lines)
