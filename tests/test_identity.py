@@ -186,9 +186,7 @@ def test_import_openssh_ed25519_converts_like_ssh_to_age(repo: OpsRepo, keyring_
     assert result.out.strip() == expected
 
 
-def test_imported_ssh_identity_decrypts_what_age_encrypted_to_the_ssh_key(
-    repo: OpsRepo, keyring_file: Path, tmp_path: Path
-) -> None:
+def test_imported_ssh_identity_decrypts_what_age_encrypted_to_the_ssh_key(repo: OpsRepo, keyring_file: Path, tmp_path: Path) -> None:
     private, public = openssh_ed25519()
     source = tmp_path / "id_ed25519"
     source.write_bytes(private)
@@ -198,9 +196,7 @@ def test_imported_ssh_identity_decrypts_what_age_encrypted_to_the_ssh_key(
     (tmp_path / "m.age").write_bytes(sealed)
     secret = stored_identity(keyring_file)
     assert secret is not None
-    opened = subprocess.run(
-        ["age", "-d", "-i", "-", str(tmp_path / "m.age")], input=secret.encode(), capture_output=True, check=True
-    )
+    opened = subprocess.run(["age", "-d", "-i", "-", str(tmp_path / "m.age")], input=secret.encode(), capture_output=True, check=True)
     assert opened.stdout == b"handed over"
 
 
@@ -224,9 +220,7 @@ def test_import_refuses_an_rsa_key(repo: OpsRepo, keyring_file: Path, tmp_path: 
     assert stored_identity(keyring_file) is None
 
 
-def test_import_refuses_several_identities_and_bad_lines_without_quoting_them(
-    repo: OpsRepo, keyring_file: Path, tmp_path: Path
-) -> None:
+def test_import_refuses_several_identities_and_bad_lines_without_quoting_them(repo: OpsRepo, keyring_file: Path, tmp_path: Path) -> None:
     one, two = AgeKey.new(), AgeKey.new()
     several = tmp_path / "several.txt"
     several.write_text(f"{one.identity}\n{two.identity}\n")
@@ -253,9 +247,7 @@ def test_import_needs_exactly_one_source(repo: OpsRepo, keyring_file: Path, tmp_
     assert stored_identity(keyring_file) is None
 
 
-def test_import_same_identity_twice_is_a_no_op_and_a_different_one_is_refused(
-    repo: OpsRepo, keyring_file: Path, tmp_path: Path
-) -> None:
+def test_import_same_identity_twice_is_a_no_op_and_a_different_one_is_refused(repo: OpsRepo, keyring_file: Path, tmp_path: Path) -> None:
     first, other = AgeKey.new(), AgeKey.new()
     (tmp_path / "a.txt").write_text(first.identity + "\n")
     (tmp_path / "b.txt").write_text(other.identity + "\n")
@@ -267,9 +259,7 @@ def test_import_same_identity_twice_is_a_no_op_and_a_different_one_is_refused(
     assert stored_identity(keyring_file) == first.identity
 
 
-def test_import_on_a_headless_machine_points_at_sops_age_key_file(
-    repo: OpsRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_import_on_a_headless_machine_points_at_sops_age_key_file(repo: OpsRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYTHON_KEYRING_BACKEND", FAIL_BACKEND)
     source = tmp_path / "k.txt"
     source.write_text(AgeKey.new().identity + "\n")
@@ -357,3 +347,31 @@ def test_forget_asks_unless_yes(repo: OpsRepo, keyring_file: Path) -> None:
     assert key.recipient in done.err
     again = repo.ops("identity", "forget", "--yes")
     assert again.code == 0 and "nothing to forget" in again.err
+
+
+def test_import_at_a_terminal_prompts_without_echo(repo: OpsRepo, keyring_file: Path) -> None:
+    key = AgeKey.new()
+    leader, follower = pty.openpty()
+    env = {**os.environ, **CHILD_PATH}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "opssecrets", "identity", "import", "--stdin"],
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        env=env,
+    )
+    os.close(follower)
+    shown = b""
+    while b"AGE-SECRET-KEY-1...)" not in shown:
+        shown += os.read(leader, 1024)
+    os.write(leader, key.identity.encode() + b"\n")
+    try:
+        while chunk := os.read(leader, 4096):
+            shown += chunk
+    except OSError:
+        pass
+    os.close(leader)
+    assert proc.wait(timeout=60) == 0
+    assert stored_identity(keyring_file) == key.identity
+    assert key.recipient.encode() in shown
+    assert key.identity.encode() not in shown  # the terminal never echoed it
