@@ -12,6 +12,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
+
 import click
 
 from opssecrets import __version__
@@ -30,7 +31,13 @@ COMMANDS: dict[str, str] = {
     "recipients": "opssecrets.commands.inspect:recipients",
     "access": "opssecrets.commands.inspect:access",
     "reencrypt": "opssecrets.commands.recipients:reencrypt",
+    "rotate": "opssecrets.commands.rotate:rotate",
+    "verify": "opssecrets.commands.rotate:verify",
+    "status": "opssecrets.commands.rotate:status",
     "lint": "opssecrets.commands.lint:lint",
+    "identity": "opssecrets.commands.identity:identity",
+    "share": "opssecrets.commands.share:share",
+    "doctor": "opssecrets.commands.doctor:doctor",
     "check": "opssecrets.commands.check:check",
     "demo": "opssecrets.commands.demo:demo",
 }

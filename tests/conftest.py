@@ -24,7 +24,7 @@ SHARED = PROJECT_ROOT.parent / "shared"
 
 @dataclass(frozen=True)
 class AgeKey:
-    identity: str
+    identity: str = field(repr=False)
     recipient: str
 
     @classmethod
@@ -66,7 +66,7 @@ class OpsRepo:
     operator: AgeKey
     monkeypatch: pytest.MonkeyPatch
     capsys: pytest.CaptureFixture[str]
-    extra_env: dict[str, str] = field(default_factory=dict)
+    extra_env: dict[str, str] = field(default_factory=dict, repr=False)
 
     def ops(self, *args: str, stdin: str | None = None) -> Result:
         """Run opssecrets in-process (fast) against this repo."""

@@ -1,0 +1,67 @@
+"""What the command modules share: option bundles, the repo from the context, plan output."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from opssecrets.output import emit_json, progress, render_table
+from opssecrets.repo import Repo
+from opssecrets.transaction import Plan
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def json_option(func: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table.")(func)
+
+
+def dry_run_option(func: F) -> F:
+    return click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")(func)
+
+
+def current_repo(ctx: click.Context) -> Repo:
+    return Repo.locate(ctx.find_root().obj.get("repo") if ctx.find_root().obj else None)
+
+
+def say(message: str) -> None:
+    """Diagnostics and notes go to stderr; stdout is for data."""
+    click.echo(message, err=True)
+
+
+def show_plan(plan: Plan, *, dry_run: bool, as_json: bool = False) -> None:
+    """Print what a plan does (or would do): the config diff and a table of files."""
+    after = plan.after or plan.before
+    before = plan.before or plan.after
+    assert after is not None and before is not None
+    rows = [
+        {
+            "file": change.relpath,
+            "added": [after.label_for_key(k) for k in change.added],
+            "removed": [before.label_for_key(k) for k in change.removed],
+            "data key": "rotated" if change.rotate else "kept",
+        }
+        for change in plan.files
+    ]
+    if as_json:
+        emit_json({"dry_run": dry_run, "config_changed": plan.config_changed, "files": rows, "notes": plan.notes})
+        return
+    if plan.config_changed and dry_run:
+        old_text = plan.before.text if plan.before is not None else ""
+        old_lines, new_lines = old_text.splitlines(keepends=True), after.text.splitlines(keepends=True)
+        diff = difflib.unified_diff(old_lines, new_lines, ".sops.yaml", ".sops.yaml (new)")
+        click.echo("".join(diff).rstrip("\n"))
+    verb = "would change" if dry_run else "changed"
+    what = ".sops.yaml" if plan.config_changed else "no change to .sops.yaml"
+    click.echo(f"{verb}: {what}; {len(plan.files)} secret file(s)")
+    if rows:
+        click.echo(render_table(rows, ["file", "added", "removed", "data key"]))
+    for note in plan.notes:
+        say(f"note: {note}")
+
+
+def progress_bar(done: int, total: int, label: str) -> None:
+    progress(done, total, label)

@@ -1,0 +1,247 @@
+"""Commands that change who can read what: init, engineers, hosts, projects, reencrypt."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import click
+
+from opssecrets import recipients as edits
+from opssecrets.commands.common import current_repo, dry_run_option, json_option, progress_bar, say, show_plan
+from opssecrets.errors import EXIT_FINDINGS, BadInput
+from opssecrets.keys import age_key_from, parse_ssh_public_key
+from opssecrets.ledger import record_data_key_rotations, record_exposures
+from opssecrets.output import render_table
+from opssecrets.repo import Repo
+from opssecrets.sopsconfig import SopsConfig, check_name, write_atomic
+from opssecrets.templates import initial_config
+from opssecrets.transaction import Plan, apply, plan_files, repo_lock
+
+AGE_KEY_HELP = "The engineer's age recipient (age1..., from 'age-keygen -y' or 'opssecrets identity show')."
+SSH_KEY_HELP = "An SSH ed25519 public key line or .pub file; converted to age as ssh-to-age does."
+
+
+def _change(
+    ctx: click.Context,
+    edit_fn: Callable[[SopsConfig], edits.Edit],
+    *,
+    dry_run: bool,
+    as_json: bool = False,
+) -> tuple[Plan, edits.Edit]:
+    """Load, edit, plan and (unless dry-run) apply, all under the repository lock.
+
+    When the edit names who loses access (``exposed_to``), every key of the files whose data
+    key is rotated is marked exposed to them in the ledger before anything else changes."""
+    repo = current_repo(ctx)
+    repo.require_config()
+    with repo_lock(repo):
+        before = SopsConfig.load(repo.config_path)
+        edit = edit_fn(before)
+        plan = Plan(before, edit.after, plan_files(repo, before, edit.after, edit.removed_keys), list(edit.notes))
+        if not dry_run:
+            if edit.exposed_to is not None:
+                record_exposures(repo.root, plan, edit.exposed_to)
+            apply(repo, plan, progress_bar)
+            record_data_key_rotations(repo.root, plan)
+    show_plan(plan, dry_run=dry_run, as_json=as_json)
+    return plan, edit
+
+
+def _exposed_report(plan: Plan, reader: str) -> None:
+    rotated = [change for change in plan.files if change.rotate]
+    if not rotated:
+        return
+    rows = [{"file": change.relpath, "key": key} for change in rotated for key in change.keys]
+    say(f"{reader} could read these values; their data keys are rotated, but the values themselves must be re-issued:")
+    click.echo(render_table(rows, ["file", "key"]), err=True)
+
+
+@click.command()
+@click.option("--admin", "admin", required=True, help="The first admin's name (becomes the anchor admin_NAME).")
+@click.option("--age-key", help=AGE_KEY_HELP)
+@click.option("--ssh-key", help=SSH_KEY_HELP)
+@click.option("--host", "host", help="A host that reads the platform secrets (anchor host_NAME).")
+@click.option("--ssh-host-key", help="The host's /etc/ssh/ssh_host_ed25519_key.pub (line or file).")
+@click.pass_context
+def init(ctx: click.Context, admin: str, age_key: str | None, ssh_key: str | None, host: str | None, ssh_host_key: str | None) -> int:
+    """Create .sops.yaml in the platform layout, and secrets/."""
+    root_obj = ctx.find_root().obj or {}
+    root = Path(root_obj.get("repo") or Path.cwd()).resolve()
+    if not root.is_dir():
+        raise BadInput(f"{root}: no such directory")
+    repo = Repo(root)
+    if repo.config_path.exists():
+        raise BadInput(f"{repo.config_path} already exists; edit it with the other commands instead of init")
+    check_name(admin)
+    if (host is None) != (ssh_host_key is None):
+        raise BadInput("--host and --ssh-host-key go together: give both or neither")
+    admin_key = age_key_from(age_key, ssh_key)
+    host_key = None
+    if host is not None:
+        check_name(host)
+        assert ssh_host_key is not None
+        host_key = parse_ssh_public_key(ssh_host_key).age_recipient
+    text = initial_config(admin, admin_key, host, host_key)
+    SopsConfig(text)  # parse what we are about to write
+    (root / "secrets").mkdir(exist_ok=True)
+    write_atomic(repo.config_path, text.encode("utf-8"))
+    click.echo(f"created {repo.config_path} (admin {admin}" + (f", host {host})" if host else ")"))
+    return 0
+
+
+@click.command("add-engineer")
+@click.argument("name")
+@click.option("--age-key", help=AGE_KEY_HELP)
+@click.option("--ssh-key", help=SSH_KEY_HELP)
+@click.option("--admin", is_flag=True, help="Admins read every rule (anchor admin_NAME).")
+@click.option("--project", "projects", multiple=True, help="Join this project's rule (repeatable).")
+@dry_run_option
+@json_option
+@click.pass_context
+def add_engineer(
+    ctx: click.Context,
+    name: str,
+    age_key: str | None,
+    ssh_key: str | None,
+    admin: bool,
+    projects: tuple[str, ...],
+    dry_run: bool,
+    as_json: bool,
+) -> int:
+    """Add an engineer and re-encrypt the files they may now read."""
+    key = age_key_from(age_key, ssh_key)
+    _change(ctx, lambda c: edits.add_engineer(c, name, key, admin=admin, projects=projects), dry_run=dry_run, as_json=as_json)
+    return 0
+
+
+@click.command("remove-engineer")
+@click.argument("name")
+@dry_run_option
+@json_option
+@click.pass_context
+def remove_engineer(ctx: click.Context, name: str, dry_run: bool, as_json: bool) -> int:
+    """Remove an engineer: re-encrypt and rotate the data key of every file they could read."""
+    plan, edit = _change(ctx, lambda c: edits.remove(c, name, role="engineer")[0], dry_run=dry_run, as_json=as_json)
+    if not dry_run and not as_json:
+        _exposed_report(plan, edit.exposed_to or name)
+    return 0
+
+
+@click.command("add-host")
+@click.argument("name")
+@click.option("--ssh-host-key", required=True, help="The host's /etc/ssh/ssh_host_ed25519_key.pub (line or file).")
+@click.option("--project", "projects", multiple=True, help="Only this project's rule (repeatable); default: every rule.")
+@click.option("--replace", is_flag=True, help="The host was reinstalled: replace its key, re-encrypt and rotate.")
+@click.option(
+    "--compromised", is_flag=True, help="With --replace: the old key may be in other hands; mark what it could read as exposed."
+)
+@dry_run_option
+@json_option
+@click.pass_context
+def add_host(
+    ctx: click.Context,
+    name: str,
+    ssh_host_key: str,
+    projects: tuple[str, ...],
+    replace: bool,
+    compromised: bool,
+    dry_run: bool,
+    as_json: bool,
+) -> int:
+    """Add a host (its SSH host key, converted to age), or --replace a reinstalled host's key."""
+    key = parse_ssh_public_key(ssh_host_key).age_recipient
+    if compromised and not replace:
+        raise BadInput("--compromised goes with --replace (a new key for a host whose old key may be in other hands)")
+    if replace:
+        if projects:
+            raise BadInput("--replace keeps the host's rules; drop --project")
+        edit_fn = partial(edits.replace_host_key, name=name, key=key, compromised=compromised)
+        plan, _ = _change(ctx, edit_fn, dry_run=dry_run, as_json=as_json)
+        if compromised and not dry_run and not as_json:
+            _exposed_report(plan, f"{name}'s old key")
+    else:
+        check_name(name)
+        _change(ctx, lambda c: edits.add_host(c, name, key, projects=projects), dry_run=dry_run, as_json=as_json)
+    return 0
+
+
+@click.command("remove-host")
+@click.argument("name")
+@dry_run_option
+@json_option
+@click.pass_context
+def remove_host(ctx: click.Context, name: str, dry_run: bool, as_json: bool) -> int:
+    """Remove a host: re-encrypt and rotate the data key of every file it could read."""
+    plan, _ = _change(ctx, lambda c: edits.remove(c, name, role="host")[0], dry_run=dry_run, as_json=as_json)
+    if not dry_run and not as_json:
+        _exposed_report(plan, name)
+    return 0
+
+
+@click.command("add-project")
+@click.argument("name")
+@click.option("--member", "members", multiple=True, help="An engineer who reads it (repeatable).")
+@click.option("--host", "hosts", multiple=True, help="A host that reads it (repeatable); default: every host.")
+@dry_run_option
+@click.pass_context
+def add_project(ctx: click.Context, name: str, members: tuple[str, ...], hosts: tuple[str, ...], dry_run: bool) -> int:
+    """Add a rule for secrets/projects/NAME/, read by the admins, its hosts and members."""
+    _change(ctx, lambda c: edits.add_project(c, name, members, hosts), dry_run=dry_run)
+    if not dry_run:
+        repo = current_repo(ctx)
+        (repo.root / "secrets" / "projects" / name).mkdir(parents=True, exist_ok=True)
+    return 0
+
+
+@click.command()
+@click.argument("engineer")
+@click.argument("project")
+@dry_run_option
+@click.pass_context
+def grant(ctx: click.Context, engineer: str, project: str, dry_run: bool) -> int:
+    """Let an engineer read a project's secrets."""
+    _change(ctx, lambda c: edits.grant(c, engineer, project), dry_run=dry_run)
+    return 0
+
+
+@click.command()
+@click.argument("engineer")
+@click.argument("project")
+@dry_run_option
+@click.pass_context
+def revoke(ctx: click.Context, engineer: str, project: str, dry_run: bool) -> int:
+    """Stop an engineer reading a project: re-encrypt and rotate that project's files."""
+    plan, _ = _change(ctx, lambda c: edits.revoke(c, engineer, project), dry_run=dry_run)
+    if not dry_run:
+        _exposed_report(plan, engineer)
+    return 0
+
+
+@click.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--check", is_flag=True, help="Change nothing; exit 1 if any file's recipients differ from its rule.")
+@dry_run_option
+@json_option
+@click.pass_context
+def reencrypt(ctx: click.Context, paths: tuple[Path, ...], check: bool, dry_run: bool, as_json: bool) -> int:
+    """Bring files whose recipients differ from their rule in line (sops updatekeys)."""
+    repo = current_repo(ctx)
+    repo.require_config()
+    only = [repo.relpath(p) for p in paths] if paths else None
+    if only is not None:
+        missing = [p for p in only if not (repo.root / p).is_file()]
+        if missing:
+            raise BadInput(f"{missing[0]}: no such file")
+    if check or dry_run:
+        config = SopsConfig.load(repo.config_path)
+        plan = Plan(config, config, plan_files(repo, config, config, only=only, include_unrelated_drift=True))
+        show_plan(plan, dry_run=True, as_json=as_json)
+        return EXIT_FINDINGS if check and plan.files else 0
+    with repo_lock(repo):
+        config = SopsConfig.load(repo.config_path)
+        plan = Plan(config, config, plan_files(repo, config, config, only=only, include_unrelated_drift=True))
+        apply(repo, plan, progress_bar)
+    show_plan(plan, dry_run=False, as_json=as_json)
+    return 0

@@ -1,0 +1,232 @@
+"""``rotate``, ``verify`` and ``status``: thin click wiring over ``opssecrets.rotation``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from opssecrets.errors import BadInput, Findings
+from opssecrets.ledger import LEDGER_PATH, RotationLedger
+from opssecrets.policy import load_policy
+from opssecrets.repo import Repo
+from opssecrets.rotation import (
+    STATES,
+    Target,
+    VerifyOptions,
+    current_value,
+    generate_value,
+    resolve_target,
+    rotate_secret,
+    status_rows,
+    strip_one_newline,
+    verify_current,
+)
+
+EXIT_CODES = (
+    "Exit codes: 0 done; 1 (verify) the service refused the current value, (status --strict) something is "
+    "overdue or exposed; 2 bad input (unknown key, wrong format, empty value, value refused by the service, "
+    "no terminal for the prompt); 3 environment (service unreachable, no identity can decrypt the file, sops missing); "
+    "4 sops failed; 130 interrupted (Ctrl-C). On any failure no file is changed."
+)
+
+
+def _repo(ctx: click.Context) -> Repo:
+    explicit: Path | None = (ctx.find_root().obj or {}).get("repo")
+    return Repo.locate(explicit)
+
+
+def _verify_options(slack_api_url: str | None, homeserver: str | None) -> VerifyOptions:
+    return VerifyOptions(slack_api_url=slack_api_url, homeserver=homeserver)
+
+
+slack_api_option = click.option(
+    "--slack-api-url",
+    metavar="URL",
+    default=None,
+    help="Slack Web API base URL (default: $OPSSECRETS_SLACK_API_URL, else https://slack.com/api).",
+)
+homeserver_option = click.option(
+    "--homeserver",
+    metavar="URL",
+    default=None,
+    help="Matrix homeserver base URL (default: $OPSSECRETS_HOMESERVER, else the policy's).",
+)
+file_option = click.option(
+    "--file",
+    "file",
+    metavar="FILE",
+    default=None,
+    help="The encrypted file holding KEY (default: the policy's default file, secrets/secrets.yaml, "
+    "or the one file that holds KEY).",
+)
+
+
+def _read_stdin() -> str:
+    stream = sys.stdin
+    if stream is None or stream.closed:
+        raise BadInput(
+            "--stdin was given but stdin is closed: pipe the value in (printf '%s' \"$TOKEN\" | ...); nothing was changed"
+        )
+    try:
+        text = stream.read()
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"--stdin: could not read stdin ({exc.__class__.__name__}); nothing was changed") from None
+    except UnicodeDecodeError:
+        raise BadInput("--stdin: the value is not UTF-8 text; nothing was changed") from None
+    if text == "":
+        raise BadInput("--stdin: stdin was empty (closed without a value); nothing was changed")
+    return strip_one_newline(text)
+
+
+def _prompt(target: Target) -> str:
+    stream = sys.stdin
+    if stream is None or stream.closed or not stream.isatty():
+        raise BadInput(
+            "no terminal to prompt on (stdin is not a terminal): pipe the value with --stdin"
+            + (" or use --generate" if target.kind.can_generate else "")
+            + "; nothing was changed"
+        )
+    if target.kind.obtain:
+        click.echo(f"{target.key} ({target.kind.name}): {target.kind.obtain}", err=True)
+    value = click.prompt(f"New value for {target.key} (input hidden)", hide_input=True, default="", show_default=False, err=True)
+    return str(value)
+
+
+@click.command("rotate", epilog=EXIT_CODES)
+@click.argument("key")
+@file_option
+@click.option("--generate", "generate", is_flag=True, help="Generate the value here (kinds that allow it).")
+@click.option("--stdin", "from_stdin", is_flag=True, help="Read the value from stdin (one trailing newline is stripped).")
+@click.option("--reason", metavar="TEXT", default=None, help="Why, recorded in the ledger (e.g. 'offboarding alice').")
+@click.option("--no-verify", "no_verify", is_flag=True, help="Do not check the value with the service before writing it.")
+@slack_api_option
+@homeserver_option
+@click.pass_context
+def rotate(
+    ctx: click.Context,
+    key: str,
+    file: str | None,
+    generate: bool,
+    from_stdin: bool,
+    reason: str | None,
+    no_verify: bool,
+    slack_api_url: str | None,
+    homeserver: str | None,
+) -> int:
+    """Put a new value for KEY (nested keys with '/', as sops-nix names them) and record it.
+
+    The value comes from a hidden prompt, from stdin with --stdin, or is generated with
+    --generate; never from an argument. It is checked against the kind's format, verified
+    with the service where the policy says how, written with sops through stdin (atomically:
+    a failure leaves the file byte-identical), recorded in the ledger, and followed by the
+    kind's next steps.
+    """
+    if generate and from_stdin:
+        raise BadInput("--generate and --stdin both give the value: use one")
+    repo = _repo(ctx)
+    policy = load_policy(repo.root)
+    target = resolve_target(repo, policy, key, file)
+    # Decrypting the current value first proves an identity here can open the file before
+    # anyone pastes a token; the value itself only serves the "same as before" check.
+    old_value = current_value(repo, target)
+    if generate:
+        value = generate_value(target.kind)
+    elif from_stdin:
+        value = _read_stdin()
+    else:
+        value = _prompt(target)
+    outcome = rotate_secret(
+        repo,
+        policy,
+        target,
+        value,
+        reason=reason,
+        verify=not no_verify,
+        options=_verify_options(slack_api_url, homeserver),
+        old_value=old_value,
+    )
+    del value
+    out = click.echo
+    by = f" by {outcome.by}" if outcome.by else ""
+    out(f"Rotated {target.key} in {target.relpath} (kind {target.kind.name}){by}.")
+    if outcome.verified is not None:
+        out(f"Verified: {outcome.verified.service}: {outcome.verified.detail}")
+    else:
+        out(f"Not verified: {outcome.verify_skipped}.")
+    if outcome.data_key_reasons:
+        out(f"The data key of {target.relpath} was replaced first ({'; '.join(outcome.data_key_reasons)}).")
+    out(f"Recorded in {LEDGER_PATH}.")
+    if outcome.steps:
+        out("")
+        out("Next steps:")
+        for number, step in enumerate(outcome.steps, start=1):
+            out(f"  {number}. {step}")
+    return 0
+
+
+@click.command("verify", epilog=EXIT_CODES)
+@click.argument("key")
+@file_option
+@slack_api_option
+@homeserver_option
+@click.pass_context
+def verify(ctx: click.Context, key: str, file: str | None, slack_api_url: str | None, homeserver: str | None) -> int:
+    """Check the current value of KEY with its service, without changing anything.
+
+    Decrypts it with your identity; Slack tokens are checked with auth.test or
+    apps.connections.open, the Matrix registration token with the homeserver's validity
+    endpoint (after the deploy).
+    """
+    repo = _repo(ctx)
+    policy = load_policy(repo.root)
+    target = resolve_target(repo, policy, key, file)
+    result = verify_current(repo, target, _verify_options(slack_api_url, homeserver))
+    click.echo(f"ok: {target.key} in {target.relpath}: {result.service}: {result.detail}")
+    return 0
+
+
+@click.command("status", epilog=EXIT_CODES)
+@click.option("--json", "as_json", is_flag=True, help='Print {"secrets": [...]} for scripts.')
+@click.option("--strict", is_flag=True, help="Exit 1 when any secret is overdue or exposed (for CI).")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool, strict: bool) -> int:
+    """Every key of every encrypted file: kind, last rotation, age, max age and state.
+
+    States, worst first: exposed (a removed reader could read it; rotate it), overdue (older
+    than its max age), due (within 14 days of it), unknown (never rotated through opssecrets;
+    age from the file's sops lastmodified), ok. Reads no values and needs no identity.
+    """
+    from opssecrets.output import emit_json, render_table
+
+    repo = _repo(ctx)
+    policy = load_policy(repo.root)
+    rows = status_rows(repo, policy, RotationLedger.load(repo.root))
+    if as_json:
+        emit_json({"secrets": [row.to_json() for row in rows]})
+    else:
+        table = [
+            {
+                "state": row.state.upper() if row.state in ("exposed", "overdue") else row.state,
+                "file": row.file,
+                "key": row.key,
+                "kind": row.kind,
+                "rotated": row.rotated_at[:10] if row.rotated_at else "never",
+                "age": (f"{row.age_days}d" + ("*" if row.rotated_at is None else "")) if row.age_days is not None else "?",
+                "max": f"{row.max_age_days}d" if row.max_age_days else "-",
+                "note": row.note,
+            }
+            for row in rows
+        ]
+        click.echo(render_table(table, ["state", "file", "key", "kind", "rotated", "age", "max", "note"]))
+        counts = {state: sum(1 for row in rows if row.state == state) for state in STATES}
+        summary = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
+        click.echo(
+            f"{len(rows)} secrets: {summary or 'none'}" + ("  (* age from sops lastmodified)" if counts["unknown"] else ""),
+            err=True,
+        )
+    bad = [row for row in rows if row.state in ("overdue", "exposed")]
+    if strict and bad:
+        raise Findings(f"{len(bad)} secret(s) overdue or exposed: rotate them with 'opssecrets rotate KEY --file FILE'")
+    return 0

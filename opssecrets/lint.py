@@ -1,0 +1,148 @@
+"""``.sops.yaml`` checks: errors a deploy would hit, warnings a team should hear about."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+from opssecrets.errors import BadInput
+from opssecrets.keys import bech32_decode, is_age_recipient
+from opssecrets.regex_samples import sample_matches
+from opssecrets.sopsconfig import NAME_PATTERN, SopsConfig
+
+
+@dataclass(frozen=True)
+class Problem:
+    level: str  # "error" or "warning"
+    where: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"level": self.level, "where": self.where, "message": self.message}
+
+
+def lint_text(text: str, source: str = ".sops.yaml") -> list[Problem]:
+    try:
+        config = SopsConfig(text, source)
+    except BadInput as exc:
+        return [Problem("error", source, exc.message)]
+    return lint(config)
+
+
+def lint(config: SopsConfig) -> list[Problem]:
+    problems: list[Problem] = []
+    problems += _names(config)
+    problems += _keys(config)
+    problems += _regexes_and_reachability(config)
+    problems += _unknown_rule_keys(config)
+    problems += _coverage(config)
+    return problems
+
+
+RULE_KEYS = frozenset(
+    {
+        "path_regex", "key_groups", "shamir_threshold", "age", "pgp", "kms", "aws_profile", "gcp_kms",
+        "azure_keyvault", "hc_vault_transit_uri", "unencrypted_suffix", "encrypted_suffix", "unencrypted_regex",
+        "encrypted_regex", "unencrypted_comment_regex", "encrypted_comment_regex", "mac_only_encrypted",
+    }
+)  # fmt: skip
+
+
+def _unknown_rule_keys(config: SopsConfig) -> list[Problem]:
+    import difflib
+
+    out: list[Problem] = []
+    for rule, node in zip(config.rules, config.rule_nodes, strict=False):
+        for key_node, _ in node.pairs if node.kind == "map" else []:
+            key = key_node.value
+            if key in RULE_KEYS:
+                continue
+            close = difflib.get_close_matches(key, RULE_KEYS, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            out.append(Problem("warning", rule.label, f"sops ignores the key {key!r}{hint}"))
+    return out
+
+
+def _names(config: SopsConfig) -> list[Problem]:
+    out: list[Problem] = []
+    anchors = Counter(node.anchor for node in config.root.walk() if node.anchor is not None)
+    for name, count in anchors.items():
+        if count > 1:
+            out.append(Problem("error", f"&{name}", f"anchor &{name} is defined {count} times; give each recipient one name"))
+        if not NAME_PATTERN.match(name):
+            out.append(Problem("error", f"&{name}", f"anchor name {name!r} is not parseable by sops; use letters, digits, '_' and '-'"))
+    keys = Counter(r.key for r in config.recipients if r.name is not None)
+    for key, count in keys.items():
+        if count > 1:
+            names = ", ".join(r.name or "?" for r in config.recipients if r.key == key)
+            out.append(Problem("error", names, f"one key has {count} names ({names}); keep one"))
+    return out
+
+
+def _keys(config: SopsConfig) -> list[Problem]:
+    out: list[Problem] = []
+    seen: set[str] = set()
+    candidates = [r.key for r in config.recipients if r.key.startswith("age1")]
+    candidates += [k for rule in config.rules for k in rule.age_recipients]
+    for key in candidates:
+        if key in seen:
+            continue
+        seen.add(key)
+        if is_age_recipient(key):
+            continue
+        decoded = bech32_decode(key)
+        if decoded is not None and decoded[0].startswith("age1"):
+            continue  # a plugin recipient (age1yubikey1...): valid, not ours to check further
+        name = config.name_for_key(key)
+        out.append(
+            Problem("error", name or key[:16] + "...", f"{key[:16]}... is not a valid age recipient (bech32 checksum fails); copy it again")
+        )
+    return out
+
+
+def _regexes_and_reachability(config: SopsConfig) -> list[Problem]:
+    out: list[Problem] = []
+    compiled: list[re.Pattern[str] | None] = []
+    for rule in config.rules:
+        try:
+            compiled.append(rule.compiled())
+        except re.error as exc:
+            out.append(Problem("error", rule.label, f"path_regex does not compile: {exc}"))
+            compiled.append(None)
+    for j, rule in enumerate(config.rules):
+        pattern = compiled[j]
+        if rule.path_regex is not None and pattern is None:
+            continue
+        samples = sample_matches(rule.path_regex) if rule.path_regex is not None else ["", "a", "secrets/x.yaml"]
+        if not samples:
+            continue
+        for i in range(j):
+            earlier = config.rules[i]
+            if rule.path_regex is not None and compiled[i] is None:
+                continue
+            if all(earlier.matches(sample) for sample in samples):
+                out.append(
+                    Problem(
+                        "error",
+                        rule.label,
+                        f"unreachable: {earlier.label} comes first and matches every path this rule would; reorder them",
+                    )
+                )
+                break
+    return out
+
+
+def _coverage(config: SopsConfig) -> list[Problem]:
+    out: list[Problem] = []
+    admins = {r.key for r in config.recipients if r.role == "admin"}
+    hosts = {r.key for r in config.recipients if r.role == "host"}
+    for rule in config.rules:
+        keys = set(rule.age_recipients)
+        if not rule.has_recipients or not keys:
+            continue
+        if not keys & hosts:
+            out.append(Problem("warning", rule.label, "no host reads this rule: nothing can deploy these secrets"))
+        if len(keys & admins) < 2:
+            out.append(Problem("warning", rule.label, f"{len(keys & admins)} admin(s) read this rule: one lost key away from losing it"))
+    return out

@@ -1,0 +1,428 @@
+"""Token rotation: find the secret, check and verify the new value, write it atomically with
+sops, record it in the ledger, and say what to do next. Also ``verify`` and ``status``.
+
+A value only ever lives in memory and reaches sops through stdin. The file is changed by
+running sops on a copy in a private staging folder (ciphertext only, mode 0600) and renaming
+the result over the original, so any failure leaves the original byte-identical.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from opssecrets import git
+from opssecrets.errors import BadInput, EnvironmentProblem, Findings, ToolFailed
+from opssecrets.ledger import RotationLedger, editing, format_time, now_utc, operator_name, parse_time
+from opssecrets.policy import Policy, SecretKind
+from opssecrets.repo import Repo
+from opssecrets.secretfile import NotASopsFile, SecretFile, looks_like_sops_file, read_secret_file
+from opssecrets.sops import classify_sops_failure, encode_set_value, index_for_key
+from opssecrets.verify.http import Rejected, Unreachable, VerifyResult
+
+DUE_WINDOW_DAYS = 14
+STATES = ("exposed", "overdue", "due", "unknown", "ok")  # worst first
+_AGE_RECIPIENT = re.compile(r"age1[02-9ac-hj-np-z]{58}")
+
+
+# --- finding the secret --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    relpath: str
+    key: str
+    kind: SecretKind
+    secret_file: SecretFile
+
+
+def _read_sops_file(repo: Repo, relpath: str) -> SecretFile | None:
+    path = repo.root / relpath
+    try:
+        head = path.read_bytes()[: 1 << 20]
+    except OSError:
+        return None
+    if not looks_like_sops_file(head):
+        return None
+    try:
+        return read_secret_file(path)
+    except NotASopsFile:
+        return None
+
+
+def _file_relpath(repo: Repo, file: str) -> str:
+    path = Path(file)
+    if not path.is_absolute() and (repo.root / path).exists():
+        return Path(os.path.normpath(path)).as_posix()
+    return repo.relpath(path)
+
+
+def _key_list(keys: Sequence[str], limit: int = 12) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "") if keys else "(none)"
+
+
+def resolve_target(repo: Repo, policy: Policy, key: str, file: str | None) -> Target:
+    """The file and kind for ``key``: ``file`` if given, else the policy's default file if it
+    holds the key, else the one encrypted file that does."""
+    key = key.strip("/")
+    if not key:
+        raise BadInput("empty secret key name; give it as it appears in the file, nested with '/' (slack/bot_token)")
+    if file is not None:
+        relpath = _file_relpath(repo, file)
+        if not (repo.root / relpath).is_file():
+            raise BadInput(f"--file {file}: no such file in {repo.root}")
+        secret_file = _read_sops_file(repo, relpath)
+        if secret_file is None:
+            raise BadInput(f"--file {relpath} is not a sops-encrypted file; encrypt it with sops first")
+        keys = secret_file.key_paths()
+        if key not in keys:
+            raise BadInput(f"no key {key!r} in {relpath} (its keys: {_key_list(keys)}); check the name, nested keys use '/'")
+        return Target(relpath, key, policy.kind_for_key(key), secret_file)
+    default = policy.platform.default_file
+    default_file = _read_sops_file(repo, default) if default else None
+    if default_file is not None and key in default_file.key_paths():
+        return Target(default, key, policy.kind_for_key(key), default_file)
+    holders = [sf for sf in repo.secret_files() if key in sf.key_paths()]
+    if len(holders) == 1:
+        return Target(repo.relpath(holders[0].path), key, policy.kind_for_key(key), holders[0])
+    if len(holders) > 1:
+        names = ", ".join(repo.relpath(sf.path) for sf in holders)
+        raise BadInput(f"{key!r} is in several files ({names}); pass --file to say which")
+    if default_file is not None:
+        keys = default_file.key_paths()
+        raise BadInput(f"no key {key!r} in {default} or any other encrypted file ({default} holds: {_key_list(keys)})")
+    raise BadInput(f"no key {key!r} in any encrypted file of {repo.root}; pass --file FILE, or check the name")
+
+
+# --- the new value ---------------------------------------------------------------------------
+
+
+def strip_one_newline(text: str) -> str:
+    if text.endswith("\r\n"):
+        return text[:-2]
+    if text.endswith("\n"):
+        return text[:-1]
+    return text
+
+
+def generate_value(kind: SecretKind) -> str:
+    if not kind.can_generate:
+        raise BadInput(
+            f"{kind.name} values come from the provider, not from here: --generate is not possible; "
+            "paste it at the prompt or pipe it with --stdin"
+        )
+    return secrets.token_urlsafe(kind.generate_bytes)
+
+
+def check_value(policy: Policy, kind: SecretKind, key: str, value: str) -> None:
+    """Refuse an empty value or one outside the kind's format, saying what it looks like instead."""
+    if value == "":
+        raise BadInput(f"empty value for {key}: nothing was changed")
+    if value.strip() != value:
+        raise BadInput(f"the value for {key} starts or ends with whitespace: copy it again without spaces; nothing was changed")
+    if kind.accepts_value(value):
+        return
+    others = [k for k in policy.kinds_whose_format_matches(value) if k.name != kind.name]
+    wanted = kind.value_hint or "the format in the policy"
+    if others:
+        other = others[0]
+        looks = other.description or other.name
+        raise BadInput(
+            f"that value looks like a {other.name} ({other.value_hint or looks}), but {key} is a {kind.name} "
+            f"and needs {wanted}; nothing was changed"
+        )
+    raise BadInput(f"the value for {key} is not {wanted} (kind {kind.name}); nothing was changed")
+
+
+# --- verification ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    slack_api_url: str | None = None
+    homeserver: str | None = None
+    timeout: float = 15.0
+
+
+def run_verifier(kind: SecretKind, value: str, options: VerifyOptions) -> VerifyResult:
+    """Ask the service about ``value``; raises ``Rejected`` or ``Unreachable``."""
+    if kind.verify in ("slack-auth-test", "slack-apps-connections-open"):
+        from opssecrets.verify.slack import SlackClient
+
+        client = SlackClient(options.slack_api_url, options.timeout)
+        if kind.verify == "slack-auth-test":
+            return client.auth_test(value, kind.expected_team)
+        return client.apps_connections_open(value)
+    if kind.verify == "matrix-registration-token":
+        from opssecrets.verify.matrix import MatrixClient, homeserver_url
+
+        return MatrixClient(homeserver_url(options.homeserver, kind.homeserver), options.timeout).registration_token_valid(value)
+    raise BadInput(f'kind {kind.name} has no verification in the policy (verify = "none")')
+
+
+def verify_new_value(kind: SecretKind, value: str, options: VerifyOptions) -> VerifyResult:
+    try:
+        return run_verifier(kind, value, options)
+    except Rejected as exc:
+        raise BadInput(
+            f"{exc.message}; the value was not written. Check you copied the right token ({kind.value_hint or kind.name})"
+        ) from None
+    except Unreachable as exc:
+        raise EnvironmentProblem(
+            f"{exc.message}; nothing was changed. Retry when it is reachable, or pass --no-verify to write the value unverified"
+        ) from None
+
+
+# --- the data key ----------------------------------------------------------------------------
+
+
+def data_key_rotation_reasons(repo: Repo, ledger: RotationLedger, target: Target) -> list[str]:
+    """Why the file's data key must be replaced before a new value goes in (empty: it need not).
+
+    A reader removed since the data key was last rotated still holds a wrapped copy of it (in
+    git history), so a value set under the same data key would be readable to them. Two
+    sources: exposures recorded in the ledger, and age recipients that appear in the file's
+    git history (since the recorded data-key rotation) but are no longer on the file.
+    """
+    reasons: list[str] = []
+    record = ledger.files.get(target.relpath)
+    if record is not None:
+        readers = sorted({exposure.reader for _, exposure in record.exposures_since_data_key_rotation()})
+        if readers:
+            reasons.append("exposed to " + ", ".join(readers))
+    since = format_time(record.data_key_rotated_at) if record and record.data_key_rotated_at else None
+    patch = git.file_history_patch(repo.root, target.relpath, since)
+    current = target.secret_file.metadata.age_recipients
+    removed = {
+        match
+        for line in patch.splitlines()
+        if line.startswith("-") and not line.startswith("---")
+        for match in _AGE_RECIPIENT.findall(line)
+        if match not in current
+    }
+    if removed:
+        names = _names_for(repo, sorted(removed))
+        reasons.append("recipient removed since the last data-key rotation: " + ", ".join(names))
+    return reasons
+
+
+def _names_for(repo: Repo, recipients: Sequence[str]) -> list[str]:
+    from opssecrets.ledger import recipient_names
+
+    known = recipient_names(repo.config_path)
+    return [known.get(r, r[:12] + "...") for r in recipients]
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+
+def _staging_dir(repo: Repo) -> Path:
+    base = repo.state_dir / "staging"
+    base.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(base, 0o700)
+    return Path(tempfile.mkdtemp(prefix="rotate-", dir=base))
+
+
+def write_value(repo: Repo, relpath: str, key: str, value: str, *, rotate_data_key: bool) -> None:
+    """Set ``key`` in ``relpath`` to ``value`` (and first replace the data key if asked).
+
+    sops works on a 0600 copy in a private staging folder; the result is checked by
+    decrypting the key back, then renamed over the original. Any failure leaves the original
+    byte-identical. The value reaches sops only on stdin.
+    """
+    original = repo.root / relpath
+    before = original.read_bytes()
+    mode = original.stat().st_mode & 0o777
+    staging = _staging_dir(repo)
+    try:
+        staged = staging / original.name
+        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(before)
+        if rotate_data_key:
+            repo.sops.rotate(staged.name, cwd=staging)
+        payload = encode_set_value(value)
+        secret_bytes = [value.encode("utf-8"), payload]
+        proc = repo.sops.call(
+            ("set", "--value-stdin", staged.name, index_for_key(key)), cwd=staging, stdin=payload, redact=secret_bytes
+        )
+        if proc.returncode != 0:
+            raise classify_sops_failure(proc, "set", relpath)
+        check = repo.sops.call(("decrypt", "--extract", index_for_key(key), staged.name), cwd=staging, redact=secret_bytes)
+        if check.returncode != 0:
+            raise classify_sops_failure(check, "decrypt", relpath)
+        if not secrets.compare_digest(check.stdout, value.encode("utf-8")):
+            raise ToolFailed(f"sops set {relpath}: reading {key} back did not give the new value; nothing was changed")
+        if original.read_bytes() != before:
+            raise BadInput(f"{relpath} changed while the rotation ran; nothing was written, run it again")
+        # The rename must stay on one filesystem to be atomic: go through the target's folder.
+        fd, landing = tempfile.mkstemp(prefix=".opssecrets-", suffix=original.suffix, dir=original.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(staged.read_bytes())
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(landing, mode)
+            os.replace(landing, original)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(landing)
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def current_value(repo: Repo, target: Target) -> bytes:
+    """The value now in the file (decrypting with the operator's identity); never shown."""
+    return repo.sops.extract(target.relpath, target.key)
+
+
+# --- the whole rotation ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RotationOutcome:
+    target: Target
+    verified: VerifyResult | None
+    verify_skipped: str | None
+    data_key_reasons: list[str]
+    by: str | None
+    when: datetime
+    steps: list[str] = field(default_factory=list)
+
+
+def rotate_secret(
+    repo: Repo,
+    policy: Policy,
+    target: Target,
+    value: str,
+    *,
+    reason: str | None,
+    verify: bool,
+    options: VerifyOptions,
+    old_value: bytes | None = None,
+) -> RotationOutcome:
+    """Check, verify, write and record one new value. Nothing changes unless every check passes."""
+    kind = target.kind
+    check_value(policy, kind, target.key, value)
+    if old_value is not None and secrets.compare_digest(old_value, value.encode("utf-8")):
+        raise BadInput(f"the new value for {target.key} is the same as the current one: nothing to rotate; nothing was changed")
+    verified: VerifyResult | None = None
+    skipped: str | None = None
+    if kind.verify == "none":
+        skipped = "no verification for this kind"
+    elif kind.verify_after_deploy:
+        skipped = "verify after the deploy (see the steps)"
+    elif not verify:
+        skipped = "--no-verify"
+    else:
+        verified = verify_new_value(kind, value, options)
+    with editing(repo.root) as ledger:
+        reasons = data_key_rotation_reasons(repo, ledger, target)
+        write_value(repo, target.relpath, target.key, value, rotate_data_key=bool(reasons))
+        when = now_utc()
+        by = operator_name(repo.root)
+        ledger.record_rotation(target.relpath, target.key, when=when, by=by, reason=reason)
+        if reasons:
+            ledger.record_data_key_rotation(target.relpath, when)
+    steps = kind.runbook_steps(file=target.relpath, key=target.key, deploy=policy.platform.deploy)
+    return RotationOutcome(target, verified, skipped, reasons, by, when, steps)
+
+
+def verify_current(repo: Repo, target: Target, options: VerifyOptions) -> VerifyResult:
+    """Check the value now in the file against its service; ``Findings`` if refused."""
+    if target.kind.verify == "none":
+        raise BadInput(f"{target.key} is a {target.kind.name}, which has no verification in the policy")
+    value = current_value(repo, target).decode("utf-8", "replace")
+    try:
+        return run_verifier(target.kind, value, options)
+    except Rejected as exc:
+        raise Findings(f"{target.key} in {target.relpath}: {exc.message}") from None
+    except Unreachable as exc:
+        raise EnvironmentProblem(f"{exc.message}; could not verify {target.key}, retry when it is reachable") from None
+
+
+# --- status ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StatusRow:
+    file: str
+    key: str
+    kind: str
+    rotated_at: str | None
+    age_days: int | None
+    max_age_days: int | None
+    state: str
+    note: str = ""
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "file": self.file,
+            "key": self.key,
+            "kind": self.kind,
+            "rotated_at": self.rotated_at,
+            "age_days": self.age_days,
+            "max_age_days": self.max_age_days,
+            "state": self.state,
+        }
+
+
+def _state(age_days: int | None, max_age_days: int | None) -> str:
+    if max_age_days is None or age_days is None:
+        return "ok"
+    if age_days > max_age_days:
+        return "overdue"
+    if age_days >= max_age_days - DUE_WINDOW_DAYS:
+        return "due"
+    return "ok"
+
+
+def status_rows(repo: Repo, policy: Policy, ledger: RotationLedger, now: datetime | None = None) -> list[StatusRow]:
+    """One row per key of every encrypted file, worst first. Reads metadata only, no sops."""
+    now = now or now_utc()
+    rows: list[StatusRow] = []
+    for secret_file in repo.secret_files():
+        relpath = repo.relpath(secret_file.path)
+        lastmodified: datetime | None = None
+        if secret_file.metadata.lastmodified:
+            with contextlib.suppress(ValueError):
+                lastmodified = parse_time(secret_file.metadata.lastmodified)
+        for key in secret_file.key_paths():
+            kind = policy.kind_for_key(key)
+            record = ledger.get(relpath, key)
+            rotated = record.rotated_at if record else None
+            if rotated is not None:
+                age: int | None = max(0, (now - rotated).days)
+                state = _state(age, kind.max_age_days)
+                note = f"by {record.by}" if record and record.by else ""
+            else:
+                age = max(0, (now - lastmodified).days) if lastmodified else None
+                state = "unknown"
+                note = (
+                    "never rotated through opssecrets; age from the file's sops lastmodified"
+                    if lastmodified
+                    else "no lastmodified"
+                )
+            if record is not None and record.exposed:
+                state = "exposed"
+                note = "exposed to " + ", ".join(f"{e.reader} since {format_time(e.since)[:10]}" for e in record.exposed_to)
+            rows.append(
+                StatusRow(relpath, key, kind.name, format_time(rotated) if rotated else None, age, kind.max_age_days, state, note)
+            )
+    rows.sort(key=_severity)
+    return rows
+
+
+def _severity(row: StatusRow) -> tuple[int, int, str, str]:
+    overdue_by = (row.age_days or 0) - (row.max_age_days or 0) if row.max_age_days else -(10**6)
+    return (STATES.index(row.state), -overdue_by, row.file, row.key)

@@ -1,0 +1,228 @@
+"""All-or-nothing changes to ``.sops.yaml`` and the secret files it governs.
+
+A change is planned as data (:class:`Plan`): the new config text, the files whose data
+key must be re-wrapped for new recipients (``sops updatekeys``, many files per process),
+and the files whose data key must be replaced (``sops rotate``, in parallel). It is applied
+on copies in a staging folder on the same filesystem (ciphertext only, mode 0600); only
+when every sops call succeeded are the copies renamed over the originals, one atomic
+``os.replace`` each, files first and ``.sops.yaml`` last. A kill at any moment leaves each
+file old or new, and running the same command again finishes the job: the command sees
+the old config and plans the remaining files. A lock (``flock``, released by the kernel
+when its holder dies, so a killed run never leaves a stale lock) stops two runs at once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from opssecrets.errors import EnvironmentProblem, OpsError
+from opssecrets.repo import Repo
+from opssecrets.rules import CreationRule, matching_rule
+from opssecrets.secretfile import SecretFile
+from opssecrets.sopsconfig import SopsConfig, write_atomic
+
+
+@contextmanager
+def repo_lock(repo: Repo) -> Iterator[None]:
+    """Hold the repository's change lock, or refuse at once if another run holds it."""
+    state = repo.state_dir
+    state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    lock_path = state / "lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+            raise EnvironmentProblem(
+                f"another opssecrets run (pid {holder}) is changing {repo.root}; wait for it to finish and run this again"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        _clear_stale_stages(state)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _clear_stale_stages(state: Path) -> None:
+    """Staging folders left by a killed run hold only ciphertext copies; remove them."""
+    for stale in state.glob("stage-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def recipient_groups(rule: CreationRule) -> tuple[frozenset[str], ...]:
+    return tuple(frozenset(group.age) for group in rule.groups)
+
+
+def file_groups(secret: SecretFile) -> tuple[frozenset[str], ...]:
+    return tuple(frozenset(group.age) for group in secret.metadata.groups)
+
+
+def drifts(rule: CreationRule, secret: SecretFile) -> bool:
+    """Whether the file's age recipients differ from what its rule says."""
+    wanted = recipient_groups(rule)
+    have = file_groups(secret)
+    if len(wanted) == len(have):
+        return wanted != have
+    return frozenset().union(*wanted) != frozenset().union(*have) or len(wanted) != len(have)
+
+
+@dataclass
+class FileChange:
+    relpath: str
+    updatekeys: bool
+    rotate: bool
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)  # the secret key names in the file
+
+
+@dataclass
+class Plan:
+    """What a command will change: config text, and per file, re-wrap and/or rotate."""
+
+    before: SopsConfig | None
+    after: SopsConfig | None
+    files: list[FileChange]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def config_changed(self) -> bool:
+        return self.after is not None and (self.before is None or self.after.text != self.before.text)
+
+    @property
+    def empty(self) -> bool:
+        return not self.config_changed and not self.files
+
+
+def plan_files(
+    repo: Repo,
+    before: SopsConfig,
+    after: SopsConfig,
+    removed_keys: Sequence[str] = (),
+    only: Sequence[str] | None = None,
+    include_unrelated_drift: bool = False,
+) -> list[FileChange]:
+    """The files a config change affects: whose rule's recipients changed (or that hold a
+    removed key) and that do not already match the new rule. Files already in line cost
+    nothing: no sops call is planned for them."""
+    changes: list[FileChange] = []
+    removed = set(removed_keys)
+    for secret in repo.secret_files(list(only) if only is not None else None):
+        rel = repo.relpath(secret.path)
+        rule_after = matching_rule(after.rules, rel)
+        rule_before = matching_rule(before.rules, rel)
+        if rule_after is None:
+            continue
+        # a removed key only counts where it loses access: it may still read other rules
+        holds_removed = bool(removed & (secret.metadata.age_recipients - set(rule_after.age_recipients)))
+        changed_rule = rule_before is None or recipient_groups(rule_before) != recipient_groups(rule_after)
+        drift = drifts(rule_after, secret)
+        if not holds_removed and not (drift and (changed_rule or include_unrelated_drift)):
+            continue
+        wanted = set(rule_after.age_recipients)
+        have = set(secret.metadata.age_recipients)
+        changes.append(
+            FileChange(
+                relpath=rel,
+                updatekeys=drift,
+                rotate=holds_removed,
+                added=sorted(wanted - have),
+                removed=sorted(have - wanted),
+                keys=secret.key_paths(),
+            )
+        )
+    return changes
+
+
+def apply(repo: Repo, plan: Plan, progress: Callable[[int, int, str], None] | None = None) -> None:
+    """Apply ``plan`` all or nothing (see the module docstring)."""
+    if plan.empty:
+        return
+    state = repo.state_dir
+    stage = Path(tempfile.mkdtemp(prefix="stage-", dir=state))
+    os.chmod(stage, 0o700)
+    try:
+        config = plan.after if plan.after is not None else plan.before
+        assert config is not None
+        stage_config = stage / ".sops.yaml"
+        stage_config.write_text(config.text, encoding="utf-8")
+        for change in plan.files:
+            source = repo.root / change.relpath
+            target = stage / change.relpath
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+            os.chmod(target, 0o600)
+        total = len(plan.files)
+        to_update = [c.relpath for c in plan.files if c.updatekeys]
+        try:
+            repo.sops.updatekeys(to_update, cwd=stage, config=stage_config)
+        except OpsError as exc:
+            raise _unstaged(exc, stage) from None
+        if progress:
+            progress(len(to_update), total, "re-wrapping data keys")
+        to_rotate = [c.relpath for c in plan.files if c.rotate]
+        if to_rotate:
+            _rotate_all(repo, to_rotate, stage, stage_config, progress)
+        for change in plan.files:
+            staged = stage / change.relpath
+            original = repo.root / change.relpath
+            os.chmod(staged, original.stat().st_mode & 0o777)
+            _fsync(staged)
+            os.replace(staged, original)
+        if plan.config_changed:
+            assert plan.after is not None
+            write_atomic(repo.config_path, plan.after.text.encode("utf-8"), _mode_of(repo.config_path))
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _rotate_all(repo: Repo, relpaths: Sequence[str], stage: Path, config: Path, progress: Callable[[int, int, str], None] | None) -> None:
+    done = 0
+    errors: list[OpsError] = []
+
+    def rotate_one(rel: str) -> None:
+        try:
+            repo.sops.rotate(rel, cwd=stage, config=config)
+        except OpsError as exc:
+            errors.append(exc)
+
+    workers = max(1, min(8, (os.cpu_count() or 2) * 2))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for _ in pool.map(rotate_one, relpaths):
+            done += 1
+            if progress:
+                progress(done, len(relpaths), "rotating data keys")
+    if errors:
+        raise errors[0]
+
+
+def _unstaged(exc: OpsError, stage: Path) -> OpsError:
+    """Rewrite staging paths in an error back to repository-relative ones."""
+    exc.message = exc.message.replace(str(stage) + os.sep, "")
+    exc.args = (exc.message,)
+    return exc
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _mode_of(path: Path) -> int:
+    try:
+        return path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        return 0o644

@@ -1,0 +1,92 @@
+"""The one HTTP helper the verifiers share: a request, a JSON reply, errors without secrets."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_TIMEOUT = 15.0
+
+
+class VerifyError(Exception):
+    """Base: ``message`` is one line, safe to show (the token is never in it)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class Unreachable(VerifyError):
+    """The service could not be asked, or gave no usable answer."""
+
+
+class Rejected(VerifyError):
+    """The service answered and refused the value; ``reason`` is its own error text."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    service: str
+    detail: str = ""
+    facts: Mapping[str, str] = field(default_factory=dict)
+
+
+def scrub(text: str, secret: str, limit: int = 200) -> str:
+    """Text from a reply made safe to show: the secret removed, control characters gone, short."""
+    if secret:
+        text = text.replace(secret, "[redacted]")
+    text = re.sub(r"[\x00-\x1f\x7f]+", " ", text).strip()
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def request_json(
+    method: str,
+    url: str,
+    *,
+    secret: str,
+    service: str,
+    headers: Mapping[str, str] | None = None,
+    body: bytes | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    accept_status: tuple[int, ...] = (200,),
+) -> tuple[int, Any]:
+    """Send one request; return ``(status, parsed JSON)``.
+
+    Raises ``Unreachable`` for a network failure, a timeout, a status outside
+    ``accept_status`` or a reply that is not JSON. Messages never hold ``secret`` or ``url``
+    (a URL may carry it in the query).
+    """
+    if not url.startswith(("http://", "https://")):
+        raise Unreachable(f"{service}: the URL must start with https:// (or http:// for a local stand-in)")
+    request = urllib.request.Request(url, data=body, method=method, headers=dict(headers or {}))  # noqa: S310 - scheme checked
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - scheme checked
+            status = int(response.status)
+            raw = response.read(1 << 20)
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+        raw = exc.read(1 << 20) if exc.fp is not None else b""
+        if status not in accept_status:
+            raise Unreachable(f"{service} answered HTTP {status}") from None
+    except TimeoutError:
+        raise Unreachable(f"{service} did not answer within {timeout:.0f}s") from None
+    except urllib.error.URLError as exc:
+        reason = exc.reason.strerror if isinstance(exc.reason, OSError) and exc.reason.strerror else str(exc.reason)
+        raise Unreachable(f"{service} could not be reached ({scrub(reason, secret, 120)})") from None
+    except OSError as exc:
+        raise Unreachable(f"{service} could not be reached ({exc.__class__.__name__})") from None
+    if status not in accept_status:
+        raise Unreachable(f"{service} answered HTTP {status}")
+    try:
+        return status, json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise Unreachable(f"{service} answered HTTP {status} with something that is not JSON") from None

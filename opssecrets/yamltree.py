@@ -1,0 +1,192 @@
+"""A YAML document as nodes that know where they stand in the original text.
+
+Built from ruamel.yaml's event stream (its round-trip parser), so every node carries the
+character offsets of its first and last character, its anchor, its style and, for an
+alias, the occurrence itself rather than the anchored node. Editing ``.sops.yaml`` splices
+text at those offsets, which is how an unchanged byte stays unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from opssecrets.errors import BadInput
+
+
+@dataclass(eq=False)
+class Node:
+    kind: str  # "scalar", "alias", "seq", "map"
+    start: int
+    end: int
+    anchor: str | None = None
+    value: str = ""  # scalar text (after unquoting/folding), or alias target name
+    style: str | None = None  # scalar: None (plain), "'", '"', "|", ">"; collections: "flow" or None
+    items: list[Node] = field(default_factory=list)  # seq items
+    pairs: list[tuple[Node, Node]] = field(default_factory=list)  # map entries
+    target: Node | None = None  # alias: the anchored node
+
+    @property
+    def flow(self) -> bool:
+        return self.style == "flow"
+
+    def resolved(self) -> Node:
+        node = self
+        while node.kind == "alias" and node.target is not None:
+            node = node.target
+        return node
+
+    def get(self, key: str) -> Node | None:
+        for k, v in self.pairs:
+            if k.kind == "scalar" and k.value == key:
+                return v
+        return None
+
+    def entry(self, key: str) -> tuple[Node, Node] | None:
+        for k, v in self.pairs:
+            if k.kind == "scalar" and k.value == key:
+                return k, v
+        return None
+
+    @property
+    def is_merge_key(self) -> bool:
+        return self.kind == "scalar" and self.value == "<<" and self.style is None
+
+    def merged_maps(self) -> list[Node]:
+        """The maps merged into this one with ``<<: *x`` or ``<<: [*x, *y]``, in priority order."""
+        out: list[Node] = []
+        for key, value in self.pairs:
+            if not key.is_merge_key:
+                continue
+            target = value.resolved()
+            if target.kind == "map":
+                out.append(target)
+            elif target.kind == "seq":
+                out.extend(item.resolved() for item in target.items if item.resolved().kind == "map")
+        return out
+
+    def walk(self) -> Iterator[Node]:
+        yield self
+        for item in self.items:
+            yield from item.walk()
+        for k, v in self.pairs:
+            yield from k.walk()
+            yield from v.walk()
+
+    def to_data(self) -> Any:
+        """Plain Python data, aliases resolved, plain scalars typed the way sops cares about."""
+        node = self.resolved()
+        if node.kind == "map":
+            data: dict[str, Any] = {}
+            for merged in node.merged_maps():
+                for key, value in merged.to_data().items():
+                    data.setdefault(key, value)
+            explicit = {str(k.resolved().to_data()): v.to_data() for k, v in node.pairs if not k.is_merge_key}
+            data.update(explicit)
+            return data
+        if node.kind == "seq":
+            return [item.to_data() for item in node.items]
+        if node.style is None:
+            return _plain_scalar(node.value)
+        return node.value
+
+
+def _plain_scalar(text: str) -> Any:
+    if text in ("", "~", "null", "Null", "NULL"):
+        return None
+    if text in ("true", "True", "TRUE"):
+        return True
+    if text in ("false", "False", "FALSE"):
+        return False
+    if text.isdigit():
+        return int(text)
+    return text
+
+
+def parse(text: str, source: str) -> Node | None:
+    """Parse the first document of ``text``; None for an empty document.
+
+    Raises BadInput (naming ``source`` and the line) for invalid YAML or an alias used
+    before its anchor.
+    """
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+    from ruamel.yaml.events import (
+        AliasEvent,
+        DocumentEndEvent,
+        MappingEndEvent,
+        MappingStartEvent,
+        ScalarEvent,
+        SequenceEndEvent,
+        SequenceStartEvent,
+    )
+
+    anchors: dict[str, Node] = {}
+    stack: list[Node] = []
+    pending_key: list[Node | None] = []
+    root: Node | None = None
+
+    def attach(node: Node) -> None:
+        nonlocal root
+        if not stack:
+            if root is None:
+                root = node
+            return
+        parent = stack[-1]
+        if parent.kind == "seq":
+            parent.items.append(node)
+        else:
+            key = pending_key[-1]
+            if key is None:
+                pending_key[-1] = node
+            else:
+                parent.pairs.append((key, node))
+                pending_key[-1] = None
+
+    def remember(node: Node) -> None:
+        if node.anchor is not None:
+            anchors[node.anchor] = node
+
+    try:
+        for event in YAML(typ="rt").parse(text):
+            if isinstance(event, DocumentEndEvent) and root is not None:
+                break
+            if isinstance(event, ScalarEvent):
+                # ruamel's round-trip parser marks fold points in folded scalars with BEL
+                value = event.value.replace("\a", "") if event.style == ">" else event.value
+                node = Node("scalar", event.start_mark.index, event.end_mark.index, event.anchor, value, event.style)
+                remember(node)
+                attach(node)
+            elif isinstance(event, AliasEvent):
+                target = anchors.get(event.anchor)
+                if target is None:
+                    raise BadInput(
+                        f"{source}: line {event.start_mark.line + 1}: alias *{event.anchor} is used before its anchor "
+                        f"&{event.anchor} is defined; move the anchored key above its first use"
+                    )
+                node = Node("alias", event.start_mark.index, event.end_mark.index, None, event.anchor, None, target=target)
+                attach(node)
+            elif isinstance(event, (SequenceStartEvent, MappingStartEvent)):
+                kind = "seq" if isinstance(event, SequenceStartEvent) else "map"
+                node = Node(kind, event.start_mark.index, event.start_mark.index, event.anchor, style="flow" if event.flow_style else None)
+                remember(node)
+                attach(node)
+                stack.append(node)
+                pending_key.append(None)
+            elif isinstance(event, (SequenceEndEvent, MappingEndEvent)):
+                node = stack.pop()
+                pending_key.pop()
+                children = node.items or [n for pair in node.pairs for n in pair]
+                if node.flow:
+                    node.end = event.end_mark.index
+                elif children:
+                    node.end = max(child.end for child in children)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise BadInput(f"{source}: {where}not valid YAML ({problem}); fix the syntax") from exc
+    except YAMLError as exc:
+        raise BadInput(f"{source}: not valid YAML ({exc.__class__.__name__}); fix the syntax") from exc
+    return root

@@ -1,0 +1,138 @@
+"""`opssecrets verify`: the current value checked with the live API (a loopback stand-in)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from conftest import OpsRepo
+from rotation_support import FakeService, Platform, closed_port_url, fake_server, make_platform
+
+from opssecrets.verify.http import Rejected, Unreachable
+from opssecrets.verify.matrix import MatrixClient
+from opssecrets.verify.slack import SlackClient, slack_api_url
+
+VALIDITY = "/_matrix/client/v1/register/m.login.registration_token/validity"
+
+
+@pytest.fixture
+def platform(repo: OpsRepo) -> Platform:
+    return make_platform(repo)
+
+
+@pytest.fixture
+def service() -> Iterator[FakeService]:
+    with fake_server() as server:
+        yield server
+
+
+def test_verify_bot_token_ok_and_refused(platform: Platform, service: FakeService) -> None:
+    api = service.url + "/api"
+    before = platform.repo.snapshot()
+    r = platform.repo.ops("verify", "slack-bot-token", "--slack-api-url", api)
+    assert r.code == 1, r  # the stand-in does not know the token yet: a finding
+    assert "Slack auth.test refused the token: invalid_auth" in r.err
+    service.valid.add(platform.tokens["slack-bot-token"])
+    r = platform.repo.ops("verify", "slack-bot-token", "--slack-api-url", api)
+    assert r.code == 0, r
+    assert "ok: slack-bot-token in secrets/secrets.yaml: Slack auth.test: workspace chochacho" in r.out
+    assert service.requests[-1]["auth"] == "Bearer " + platform.tokens["slack-bot-token"]
+    assert platform.tokens["slack-bot-token"] not in r.out + r.err
+    assert platform.repo.snapshot() == before  # verify never changes anything
+
+
+def test_verify_app_token(platform: Platform, service: FakeService, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPSSECRETS_SLACK_API_URL", service.url + "/api")
+    service.valid.add(platform.tokens["slack-app-token"])
+    r = platform.repo.ops("verify", "slack-app-token")
+    assert r.code == 0, r
+    assert service.requests[0]["path"] == "/api/apps.connections.open"
+
+
+def test_verify_slack_unreachable(platform: Platform) -> None:
+    r = platform.repo.ops("verify", "slack-bot-token", "--slack-api-url", closed_port_url())
+    assert r.code == 3 and "could not be reached" in r.err
+
+
+def test_verify_matrix_registration_token_after_deploy(platform: Platform, service: FakeService) -> None:
+    r = platform.repo.ops("verify", "matrix-registration-token", "--homeserver", service.url)
+    assert r.code == 1, r  # not deployed yet: the homeserver does not know it
+    assert "does not accept this registration token" in r.err
+    token = platform.tokens["matrix-registration-token"]
+    service.valid.add(token)
+    r = platform.repo.ops("verify", "matrix-registration-token", "--homeserver", service.url + "/")
+    assert r.code == 0, r
+    assert f"valid on {service.url}" in r.out
+    assert service.requests[-1] == {"method": "GET", "path": VALIDITY, "query": {"token": [token]}}
+    assert token not in r.out + r.err
+
+
+def test_verify_homeserver_from_environment(platform: Platform, service: FakeService, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPSSECRETS_HOMESERVER", service.url)
+    service.valid.add(platform.tokens["matrix-registration-token"])
+    assert platform.repo.ops("verify", "matrix-registration-token").code == 0
+
+
+def test_verify_homeserver_from_repository_policy(platform: Platform, service: FakeService) -> None:
+    platform.repo.write("policies/kinds.toml", f'[platform]\nhomeserver = "{service.url}"\n')
+    service.valid.add(platform.tokens["matrix-registration-token"])
+    assert platform.repo.ops("verify", "matrix-registration-token").code == 0
+
+
+def test_verify_generic_key_has_nothing_to_check(platform: Platform) -> None:
+    r = platform.repo.ops("verify", "acme-email")
+    assert r.code == 2 and "no verification" in r.err
+
+
+def test_verify_unknown_key(platform: Platform) -> None:
+    r = platform.repo.ops("verify", "nope")
+    assert r.code == 2 and "no key 'nope'" in r.err
+
+
+# --- the clients themselves --------------------------------------------------------------------
+
+
+def test_slack_api_url_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPSSECRETS_SLACK_API_URL", raising=False)
+    assert slack_api_url(None) == "https://slack.com/api"
+    monkeypatch.setenv("OPSSECRETS_SLACK_API_URL", "http://127.0.0.1:9/api/")
+    assert slack_api_url(None) == "http://127.0.0.1:9/api"
+    assert slack_api_url("http://127.0.0.1:8/x") == "http://127.0.0.1:8/x"
+
+
+def test_slack_error_field_is_scrubbed_of_the_token(service: FakeService) -> None:
+    """A reply echoing the token back must not carry it into our message."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Echo(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            token = self.headers.get("Authorization", "").removeprefix("Bearer ")
+            body = json.dumps({"ok": False, "error": f"bad token {token}\nsecond line"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(Rejected) as caught:
+            SlackClient(f"http://127.0.0.1:{server.server_address[1]}").auth_test("xoxb-secret-value-123")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "xoxb-secret-value-123" not in caught.value.message
+    assert "[redacted]" in caught.value.message and "\n" not in caught.value.message
+
+
+def test_non_json_reply_is_unreachable_not_a_crash(service: FakeService) -> None:
+    with pytest.raises(Unreachable) as caught:
+        MatrixClient(service.url + "/nowhere").registration_token_valid("abcdefghijklmnop")
+    assert "HTTP 404" in caught.value.message
+    with pytest.raises(Unreachable):
+        SlackClient("ftp://example.invalid").auth_test("x")

@@ -1,0 +1,154 @@
+"""`.sops.yaml` round trips: the real corpus, every layout, byte for byte."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from opssecrets.errors import BadInput
+from opssecrets.keys import is_age_recipient
+from opssecrets.recipients import add_engineer, remove
+from opssecrets.regex_samples import sample_matches
+from opssecrets.rules import CreationRule, matching_rule
+from opssecrets.sopsconfig import SopsConfig
+from tests.conftest import SHARED, AgeKey
+
+CORPUS = sorted((SHARED / "corpus" / "sops-configs").glob("*.yaml"))
+
+
+def test_corpus_is_there() -> None:
+    assert len(CORPUS) >= 40
+
+
+@pytest.mark.parametrize("path", CORPUS, ids=lambda p: p.name[:24])
+def test_corpus_loads_lists_and_round_trips_add_then_remove(path: Path) -> None:
+    text = path.read_text()
+    config = SopsConfig(text, path.name)
+    assert config.text == text
+    newcomer = AgeKey.new()
+    added = add_engineer(config, "zed", newcomer.recipient, admin=True, projects=[]).after
+    assert added.text != text
+    assert "admin_zed" in added.named()
+    for rule in added.rules:
+        if rule.has_recipients:
+            assert newcomer.recipient in rule.age_recipients, rule.label
+    # every recipient the file had is still listed, and still reads the same rules
+    before = {r.key: [x.index for x in config.rules_with(r.key)] for r in config.recipients}
+    after = {r.key: [x.index for x in added.rules_with(r.key)] for r in added.recipients}
+    assert all(after[key] == rules for key, rules in before.items())
+    removed, _ = remove(added, "zed", role="engineer")
+    assert removed.after.text == text
+
+
+def _x25519_only(rule: CreationRule) -> bool:
+    """Rules sops can encrypt for here: only X25519 age recipients (no pgp/KMS, no age plugins)."""
+    return rule.only_age and all(is_age_recipient(key) for key in rule.age_recipients)
+
+
+def _age_only(config: SopsConfig) -> bool:
+    with_keys = [rule for rule in config.rules if rule.has_recipients]
+    return bool(with_keys) and all(_x25519_only(rule) for rule in with_keys)
+
+
+def _sops(args: list[str], cwd: Path, identity: AgeKey | None = None) -> subprocess.CompletedProcess[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOPS_")}
+    if identity is not None:
+        env["SOPS_AGE_KEY"] = identity.identity
+    return subprocess.run(["sops", "--disable-version-check", *args], cwd=cwd, env=env, capture_output=True, check=False)
+
+
+@pytest.mark.parametrize("path", [p for p in CORPUS if _age_only(SopsConfig(p.read_text(), p.name))], ids=lambda p: p.name[:24])
+def test_real_sops_encrypts_for_the_new_admin_under_every_age_rule(path: Path, tmp_path: Path) -> None:
+    config = SopsConfig(path.read_text(), path.name)
+    newcomer = AgeKey.new()
+    edited = add_engineer(config, "zed", newcomer.recipient, admin=True, projects=[]).after
+    (tmp_path / ".sops.yaml").write_text(edited.text)
+    checked = 0
+    for rule in edited.rules:
+        if not rule.has_recipients or not _x25519_only(rule):
+            continue
+        samples = sample_matches(rule.path_regex) if rule.path_regex else ["any.yaml"]
+        prefixed = ["d" + s if s.startswith(("/", "-")) else s for s in samples]
+        candidates = [s for s in prefixed if s and os.path.normpath(s) == s]
+        rel = next((s for s in candidates if matching_rule(edited.rules, s) is rule and not (tmp_path / s).exists()), None)
+        if rel is None:
+            continue
+        target = tmp_path / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text("value: secret-for-test\n")
+        enc = _sops(["--config", ".sops.yaml", "encrypt", "--input-type", "yaml", "--output-type", "yaml", "-i", rel], tmp_path)
+        assert enc.returncode == 0, enc.stderr.decode()
+        dec = _sops(["decrypt", "--input-type", "yaml", "--output-type", "yaml", rel], tmp_path, newcomer)
+        assert dec.returncode == 0, dec.stderr.decode()
+        assert b"secret-for-test" in dec.stdout
+        checked += 1
+    assert checked >= 1
+
+
+BLOCK = """\
+# team keys
+keys:
+  # admins
+  - &admin_dan {dan}   # dan's laptop
+  - &host_clarun {host}
+creation_rules:
+  - path_regex: ^secrets/[^/]+\\.yaml$
+    key_groups:
+    - age:
+      - *admin_dan
+      - *host_clarun
+"""
+
+
+def test_unchanged_file_round_trips_byte_identical_even_with_odd_bytes() -> None:
+    dan, host = AgeKey.new(), AgeKey.new()
+    text = "---\n" + BLOCK.format(dan=dan.recipient, host=host.recipient).replace("key_groups:", "key_groups:   ") + "..."
+    assert SopsConfig(text).text == text
+
+
+def test_add_engineer_keeps_comments_and_style() -> None:
+    dan, host, eve = AgeKey.new(), AgeKey.new(), AgeKey.new()
+    text = BLOCK.format(dan=dan.recipient, host=host.recipient)
+    after = add_engineer(SopsConfig(text), "eve", eve.recipient, admin=True, projects=[]).after.text
+    assert after == text.replace(
+        f"  - &host_clarun {host.recipient}\n", f"  - &host_clarun {host.recipient}\n  - &admin_eve {eve.recipient}\n"
+    ).replace("      - *host_clarun\n", "      - *host_clarun\n      - *admin_eve\n")
+
+
+def test_comma_string_rules_get_the_key_appended_in_place() -> None:
+    dan, eve = AgeKey.new(), AgeKey.new()
+    text = f"creation_rules:\n  - path_regex: x\n    age: >-\n      {dan.recipient}\n    pgp: ABCDEF\n"
+    after = add_engineer(SopsConfig(text), "eve", eve.recipient, admin=True, projects=[]).after
+    assert f"      {dan.recipient},\n      {eve.recipient}\n    pgp: ABCDEF\n" in after.text
+    assert after.rules[0].age_recipients == (dan.recipient, eve.recipient)
+    assert after.text.startswith("keys:\n  - &admin_eve ")
+
+
+def test_flow_lists_stay_flow() -> None:
+    dan, eve = AgeKey.new(), AgeKey.new()
+    text = f"keys:\n  - &dan {dan.recipient}\ncreation_rules:\n  - path_regex: x\n    key_groups:\n      - age: [ *dan ]\n"
+    after = add_engineer(SopsConfig(text), "eve", eve.recipient, admin=True, projects=[]).after
+    assert "- age: [ *dan, *admin_eve ]\n" in after.text
+
+
+def test_alias_before_anchor_is_a_clear_error() -> None:
+    text = "creation_rules:\n  - age: *dan\nkeys:\n  - &dan age1x\n"
+    with pytest.raises(BadInput, match=r"line 2: alias \*dan is used before its anchor"):
+        SopsConfig(text)
+
+
+def test_invalid_yaml_names_the_line() -> None:
+    with pytest.raises(BadInput, match=r"line 3: not valid YAML"):
+        SopsConfig("creation_rules:\n  - path_regex: [unclosed\n")
+
+
+def test_rule_matching_follows_sops_first_match_unanchored() -> None:
+    text = "creation_rules:\n  - path_regex: \\.env$\n    age: a\n  - path_regex: ^secrets/\n    age: b\n  - age: c\n"
+    rules = SopsConfig(text).rules
+    assert matching_rule(rules, "secrets/x.env") is rules[0]
+    assert matching_rule(rules, "deep/secrets/x.yaml") is rules[2]  # ^ anchors at the start of the relative path
+    assert matching_rule(rules, "secrets/x.yaml") is rules[1]
+    assert matching_rule(rules, "anything") is rules[2]
