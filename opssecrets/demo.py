@@ -285,7 +285,7 @@ def lifecycle(demo: DemoRepo) -> list[DemoStep]:
             after=("remove-engineer",),
         ),
         DemoStep(
-            f"Where every secret stands after {ENGINEER}'s removal:",
+            f"The exposed keys: what {ENGINEER} could read stays flagged until it is re-issued:",
             ("status",),
             expect=(0, 1),
             after=("remove-engineer",),

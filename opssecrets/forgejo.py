@@ -16,6 +16,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from opssecrets.errors import BadInput, EnvironmentProblem, OpsError
 from opssecrets.keys import SshPublicKey, parse_ssh_public_key
@@ -48,6 +49,13 @@ def resolve_forgejo_url(option: str | None, policy_url: str | None = None) -> st
         if candidate and candidate.strip():
             return check_url(candidate.strip())
     raise BadInput(f"no Forgejo URL: pass --forgejo-url https://git.example.org or set {FORGEJO_URL_VAR}")
+
+
+def policy_forgejo_url(root: Path | None) -> str | None:
+    """``[platform] forgejo_url`` from the policy (shipped default, overridden by the repo's ``policies/``)."""
+    from opssecrets.policy import load_policy
+
+    return load_policy(root).platform.forgejo_url or None
 
 
 def check_url(url: str) -> str:

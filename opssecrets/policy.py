@@ -55,6 +55,7 @@ _PLATFORM_FIELDS: dict[str, type | tuple[type, ...]] = {
     "homeserver": str,
     "deploy": str,
     "default_file": str,
+    "forgejo_url": str,
 }
 
 
@@ -82,6 +83,7 @@ class Platform:
     homeserver: str = ""
     deploy: str = ""
     default_file: str = "secrets/secrets.yaml"
+    forgejo_url: str = ""  # where add-engineer --forgejo-user finds {url}/{user}.keys
 
 
 @dataclass(frozen=True)

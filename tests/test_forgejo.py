@@ -15,7 +15,14 @@ from cryptography.hazmat.primitives.asymmetric.rsa import generate_private_key
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from opssecrets.errors import BadInput, EnvironmentProblem
-from opssecrets.forgejo import FORGEJO_URL_VAR, KeyDeclined, choose_forgejo_key, fetch_keys, resolve_forgejo_url
+from opssecrets.forgejo import (
+    FORGEJO_URL_VAR,
+    KeyDeclined,
+    choose_forgejo_key,
+    fetch_keys,
+    policy_forgejo_url,
+    resolve_forgejo_url,
+)
 from opssecrets.keys import parse_ssh_public_key
 
 
@@ -172,3 +179,10 @@ def test_url_comes_from_option_then_environment_then_policy(monkeypatch: pytest.
     monkeypatch.delenv(FORGEJO_URL_VAR)
     with pytest.raises(BadInput, match="--forgejo-url"):
         resolve_forgejo_url(None, None)
+
+
+def test_policy_names_the_platform_forgejo_and_a_repository_can_override_it(tmp_path: Path) -> None:
+    assert policy_forgejo_url(None) == "https://git.clarun.xyz"
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "platform.toml").write_text('[platform]\nforgejo_url = "https://forge.example.org"\n')
+    assert policy_forgejo_url(tmp_path) == "https://forge.example.org"

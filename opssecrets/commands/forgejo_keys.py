@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import click
 
-from opssecrets.forgejo import choose_forgejo_key, resolve_forgejo_url
+from opssecrets.forgejo import FORGEJO_URL_VAR, choose_forgejo_key, policy_forgejo_url, resolve_forgejo_url
 from opssecrets.keys import SshPublicKey
 
 
@@ -20,9 +23,12 @@ def click_prompt(question: str, choices: list[str]) -> int:
     return picked - 1
 
 
-def key_from_forgejo(url_option: str | None, user: str, *, yes: bool, policy_url: str | None = None) -> SshPublicKey:
-    """The SSH ed25519 key of Forgejo ``user`` to add, shown with its fingerprint and confirmed."""
-    url = resolve_forgejo_url(url_option, policy_url)
+def key_from_forgejo(url_option: str | None, user: str, *, yes: bool, root: Path | None) -> SshPublicKey:
+    """The SSH ed25519 key of Forgejo ``user`` to add, shown with its fingerprint and confirmed.
+
+    The URL: ``url_option``, else ``$OPSSECRETS_FORGEJO_URL``, else the policy of the repository at ``root``.
+    """
+    url = resolve_forgejo_url(url_option, None if url_option or os.environ.get(FORGEJO_URL_VAR) else policy_forgejo_url(root))
     key = choose_forgejo_key(url, user, yes=yes, prompt=click_prompt)
     click.echo(f"Using {user}'s key {key.fingerprint} from {url}.", err=True)
     return key
