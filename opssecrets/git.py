@@ -70,13 +70,26 @@ def state_dir(root: Path) -> Path:
     return base / "opssecrets"
 
 
-def file_history_patch(root: Path, relpath: str, since: str | None = None) -> str:
-    """The patches that changed ``relpath`` (committed, ``since`` an ISO time if given, then
-    the uncommitted change against HEAD), as text; empty outside git or for an untracked file."""
+def head_commit(root: Path) -> str | None:
+    """The commit HEAD points at, or None (no git, no commit yet)."""
+    if not is_git_repo(root):
+        return None
+    proc = _git(["rev-parse", "--verify", "-q", "HEAD"], root)
+    if proc.returncode != 0:
+        return None
+    return proc.stdout.decode().strip() or None
+
+
+def file_history_patch(root: Path, relpath: str, since: str | None = None, after_commit: str | None = None) -> str:
+    """The patches that changed ``relpath``, as text: committed ones (those after
+    ``after_commit`` when it is an ancestor of HEAD, else those ``since`` an ISO time, else
+    all), then the uncommitted change against HEAD. Empty outside git."""
     if not is_git_repo(root):
         return ""
     args = ["log", "--no-color", "--format=commit %H", "-p", "-U0", "--no-ext-diff"]
-    if since:
+    if after_commit and _git(["merge-base", "--is-ancestor", after_commit, "HEAD"], root).returncode == 0:
+        args.append(f"{after_commit}..HEAD")
+    elif since:
         args.append(f"--since={since}")
     log = _git([*args, "--", relpath], root)
     work = _git(["diff", "--no-color", "-U0", "--no-ext-diff", "HEAD", "--", relpath], root)

@@ -199,26 +199,50 @@ def data_key_rotation_reasons(repo: Repo, ledger: RotationLedger, target: Target
         readers = sorted({exposure.reader for _, exposure in record.exposures_since_data_key_rotation()})
         if readers:
             reasons.append("exposed to " + ", ".join(readers))
-    since = format_time(record.data_key_rotated_at) if record and record.data_key_rotated_at else None
-    patch = git.file_history_patch(repo.root, target.relpath, since)
     current = target.secret_file.metadata.age_recipients
-    removed = {
-        match
-        for line in patch.splitlines()
-        if line.startswith("-") and not line.startswith("---")
-        for match in _AGE_RECIPIENT.findall(line)
-        if match not in current
-    }
+    if record is not None and record.data_key_rotated_at is not None and record.data_key_readers is not None:
+        # Who could ever hold the current data key: its readers when it was made, and anyone
+        # added to the file since (a later removal of them counts).
+        patch = git.file_history_patch(
+            repo.root, target.relpath, since=format_time(record.data_key_rotated_at), after_commit=record.data_key_head
+        )
+        added = _recipients_in(patch, "+")
+        removed = (set(record.data_key_readers) | added) - current
+    else:
+        # No recorded data-key rotation: anyone ever removed from the file may hold this one.
+        patch = git.file_history_patch(repo.root, target.relpath)
+        removed = _recipients_in(patch, "-") - current
     if removed:
         names = _names_for(repo, sorted(removed))
         reasons.append("recipient removed since the last data-key rotation: " + ", ".join(names))
     return reasons
 
 
+def _recipients_in(patch: str, sign: str) -> set[str]:
+    """age recipients on the added (``+``) or removed (``-``) lines of a patch."""
+    return {
+        match
+        for line in patch.splitlines()
+        if line.startswith(sign) and not line.startswith(sign * 3)
+        for match in _AGE_RECIPIENT.findall(line)
+    }
+
+
+_ANCHORED_KEY = re.compile(r"&([A-Za-z0-9_-]+)\s+[\"']?(age1[02-9ac-hj-np-z]{58})")
+
+
 def _names_for(repo: Repo, recipients: Sequence[str]) -> list[str]:
+    """Names for recipients: from ``.sops.yaml`` now, else from its git history (a removed
+    reader's anchor is gone from the current file), else a shortened key."""
     from opssecrets.ledger import recipient_names
+    from opssecrets.sopsconfig import short_name
 
     known = recipient_names(repo.config_path)
+    if any(r not in known for r in recipients):
+        for line in git.file_history_patch(repo.root, ".sops.yaml").splitlines():
+            match = _ANCHORED_KEY.search(line)
+            if line.startswith("-") and match:
+                known.setdefault(match.group(2), short_name(match.group(1)))
     return [known.get(r, r[:12] + "...") for r in recipients]
 
 

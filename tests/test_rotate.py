@@ -466,3 +466,33 @@ def test_no_removal_no_data_key_rotation(platform: Platform) -> None:
     new = yaml.safe_load((platform.root / SECRETS).read_text())
     # the same data key: the other values' ciphertexts are untouched
     assert new["slack-bot-token"] == yaml.safe_load(old)["slack-bot-token"]
+
+
+def test_after_remove_engineer_and_commit_no_second_data_key_rotation(repo: OpsRepo) -> None:
+    make_platform(repo)
+    alice = AgeKey.new()
+    assert repo.ops("add-engineer", "alice", "--admin", "--age-key", alice.recipient).code == 0
+    repo.git("commit", "-qam", "alice joins")
+    old_file = (repo.root / SECRETS).read_bytes()
+    assert repo.ops("remove-engineer", "alice").code == 0  # rotates the data key itself
+    repo.git("add", "-A")
+    repo.git("commit", "-qm", "alice leaves")
+    r = repo.ops("rotate", "acme-email", "--stdin", stdin="new@clarun.example")
+    assert r.code == 0, r
+    assert "data key" not in r.out  # remove-engineer already replaced it
+    assert not _old_reader_can_read(repo, old_file, alice, "acme-email")
+
+
+def test_reader_added_and_removed_after_the_last_data_key_rotation(repo: OpsRepo) -> None:
+    from opssecrets.ledger import record_data_key_rotation
+
+    make_platform(repo)
+    record_data_key_rotation(repo.root, SECRETS)
+    repo.git("add", "-A")
+    repo.git("commit", "-qm", "ledger")
+    alice, old_file = _remove_alice(repo, commit_between=True)
+    repo.git("commit", "-qam", "alice leaves (by hand)")
+    r = repo.ops("rotate", "acme-email", "--stdin", stdin="new@clarun.example")
+    assert r.code == 0, r
+    assert "recipient removed since the last data-key rotation: alice" in r.out
+    assert not _old_reader_can_read(repo, old_file, alice, "acme-email")
