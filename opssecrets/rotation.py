@@ -250,9 +250,13 @@ def _names_for(repo: Repo, recipients: Sequence[str]) -> list[str]:
 
 
 def _staging_dir(repo: Repo) -> Path:
+    """A fresh private folder for the copy sops works on. Called under the repository lock,
+    so any older ``rotate-*`` folder is left by a killed run (ciphertext only): removed."""
     base = repo.state_dir / "staging"
     base.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(base, 0o700)
+    for stale in base.glob("rotate-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     return Path(tempfile.mkdtemp(prefix="rotate-", dir=base))
 
 
@@ -350,7 +354,11 @@ def rotate_secret(
         skipped = "--no-verify"
     else:
         verified = verify_new_value(kind, value, options)
-    with editing(repo.root) as ledger:
+    from opssecrets.transaction import repo_lock
+
+    # The repository lock keeps recipient changes (remove-engineer, ...) from running at the
+    # same time; the ledger's own lock is taken inside it, never the other way round.
+    with repo_lock(repo), editing(repo.root) as ledger:
         reasons = data_key_rotation_reasons(repo, ledger, target)
         write_value(repo, target.relpath, target.key, value, rotate_data_key=bool(reasons))
         when = now_utc()

@@ -496,3 +496,22 @@ def test_reader_added_and_removed_after_the_last_data_key_rotation(repo: OpsRepo
     assert r.code == 0, r
     assert "recipient removed since the last data-key rotation: alice" in r.out
     assert not _old_reader_can_read(repo, old_file, alice, "acme-email")
+
+
+def test_refused_while_another_run_changes_the_repository(platform: Platform) -> None:
+    from opssecrets.repo import Repo
+    from opssecrets.transaction import repo_lock
+
+    before = platform.repo.snapshot()
+    with repo_lock(Repo(platform.root)):
+        r = platform.repo.ops("rotate", "acme-email", "--stdin", stdin="new@clarun.example")
+    assert r.code == 3 and "another opssecrets run" in r.err
+    assert platform.repo.snapshot() == before
+
+
+def test_stale_staging_from_a_killed_run_is_removed(platform: Platform) -> None:
+    stale = platform.root / ".git/opssecrets/staging/rotate-killed"
+    stale.mkdir(parents=True)
+    (stale / "secrets.yaml").write_bytes((platform.root / SECRETS).read_bytes())
+    assert platform.repo.ops("rotate", "acme-email", "--stdin", stdin="new@clarun.example").code == 0
+    assert not stale.exists()
