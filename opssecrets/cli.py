@@ -12,6 +12,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
+
 import click
 
 from opssecrets import __version__
@@ -34,6 +35,9 @@ COMMANDS: dict[str, str] = {
     "verify": "opssecrets.commands.rotate:verify",
     "status": "opssecrets.commands.rotate:status",
     "lint": "opssecrets.commands.lint:lint",
+    "identity": "opssecrets.commands.identity:identity",
+    "share": "opssecrets.commands.share:share",
+    "doctor": "opssecrets.commands.doctor:doctor",
     "demo": "opssecrets.commands.demo:demo",
 }
 

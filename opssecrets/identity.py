@@ -1,19 +1,364 @@
 """The operator's age identity, and how it reaches sops.
 
-Resolution order: ``SOPS_AGE_KEY``/``SOPS_AGE_KEY_FILE`` set by the user (passed through
-untouched), then the OS keyring (service ``opssecrets``), then sops' own default key file.
-The identity reaches sops only through the child's environment (``SOPS_AGE_KEY``).
+Resolution order: ``SOPS_AGE_KEY``/``SOPS_AGE_KEY_FILE`` (or ``SOPS_AGE_KEY_CMD``,
+``SOPS_AGE_SSH_PRIVATE_KEY_FILE``) set by the user, passed through untouched; then the OS
+keyring (service ``opssecrets``); then sops' own default key file, which sops reads itself.
+A keyring identity reaches sops only through the child's environment (``SOPS_AGE_KEY``):
+never a file we write, never argv.
+
+``keyring`` is imported only when an identity is actually needed (the first sops call), so
+commands that never decrypt, like the pre-commit guard, start without it. A machine with
+no usable keyring backend (keyring's ``fail`` backend on a headless server, or the
+``null`` backend) is a normal case: lookups fall back silently to sops' own key locations;
+only storing an identity (``identity new``/``import``) reports it.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+from opssecrets.errors import BadInput, EnvironmentProblem
+from opssecrets.keys import (
+    ed25519_seed_to_x25519_private,
+    identity_from_private_bytes,
+    is_age_identity,
+    recipient_for_identity,
+)
 
 USER_IDENTITY_VARS = ("SOPS_AGE_KEY", "SOPS_AGE_KEY_FILE", "SOPS_AGE_KEY_CMD", "SOPS_AGE_SSH_PRIVATE_KEY_FILE")
+KEYRING_SERVICE = "opssecrets"
+KEYRING_USERNAME = "age-identity"
+
+# Backends that exist but cannot keep a secret: keyring's own "nothing usable here" markers.
+_UNUSABLE_BACKENDS = ("keyring.backends.fail.Keyring", "keyring.backends.null.Keyring")
+
+SOURCE_ENV = "environment"
+SOURCE_KEYRING = "keyring"
+SOURCE_DEFAULT_FILE = "sops default key file"
+SOURCE_NONE = "none"
 
 
-def identity_env() -> dict[str, str]:
-    """Extra environment for sops calls that decrypt (empty: sops finds its own key)."""
-    if any(os.environ.get(var) for var in USER_IDENTITY_VARS):
-        return {}
-    return {}
+class KeyringUnavailable(EnvironmentProblem):
+    """No keyring backend here can store a secret (headless machine, or disabled)."""
+
+
+# --- sops' own default key file -------------------------------------------------------
+
+
+def sops_default_key_file() -> Path:
+    """Where sops looks when no identity variable is set (``os.UserConfigDir()/sops/age/keys.txt``)."""
+    xdg = os.environ.get("XDG_CONFIG_HOME")
+    if xdg:
+        base = Path(xdg)
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    elif sys.platform == "win32":
+        base = Path(os.environ.get("APPDATA", Path.home() / "AppData" / "Roaming"))
+    else:
+        base = Path.home() / ".config"
+    return base / "sops" / "age" / "keys.txt"
+
+
+# --- parsing identities ----------------------------------------------------------------
+
+
+def parse_identities(text: str, source: str) -> list[str]:
+    """The age identities in keys.txt-style ``text`` (comments and blank lines allowed).
+
+    Messages name the source and the line number, never the line itself: it may be a key.
+    """
+    identities: list[str] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.upper().startswith("AGE-PLUGIN-"):
+            raise BadInput(f"{source} line {number}: an age plugin identity; opssecrets keeps X25519 identities only")
+        if not is_age_identity(line):
+            raise BadInput(
+                f"{source} line {number}: not an age identity (AGE-SECRET-KEY-1...) or a '#' comment; fix or remove that line"
+            )
+        identities.append(line.upper())
+    return identities
+
+
+def identity_from_openssh(data: bytes, source: str) -> str:
+    """Convert an unencrypted OpenSSH ed25519 private key to an age identity, as ssh-to-age does."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import load_ssh_private_key
+
+    try:
+        key = load_ssh_private_key(data, password=None)
+    except TypeError as exc:  # cryptography: "Password was not given but private key is encrypted"
+        raise BadInput(
+            f"{source} is passphrase-protected: export an age identity another way (ssh-to-age -private-key) "
+            "and pipe it to 'opssecrets identity import --stdin'"
+        ) from exc
+    except Exception as exc:  # damaged or unsupported: drop cryptography's message, keep ours
+        raise BadInput(f"{source} is not a readable OpenSSH private key; check the file") from exc
+    if not isinstance(key, Ed25519PrivateKey):
+        raise BadInput(f"{source} is not an ed25519 key: only ed25519 SSH keys convert to age identities")
+    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+    seed = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    return identity_from_private_bytes(ed25519_seed_to_x25519_private(seed))
+
+
+def identity_from_text(data: bytes, source: str) -> str:
+    """The one identity in ``data``: a keys.txt (comments allowed) or an OpenSSH ed25519 private key."""
+    if b"-----BEGIN OPENSSH PRIVATE KEY-----" in data:
+        return identity_from_openssh(data, source)
+    if b"PRIVATE KEY-----" in data:
+        raise BadInput(
+            f"{source} is a PEM private key, not OpenSSH ed25519: convert it with 'ssh-keygen -p -f FILE' or use an age identity"
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"{source} is not text: give a keys.txt or an OpenSSH ed25519 private key") from exc
+    identities = parse_identities(text, source)
+    if not identities:
+        raise BadInput(f"{source} holds no age identity (AGE-SECRET-KEY-1...); give a keys.txt or an OpenSSH ed25519 private key")
+    if len(set(identities)) > 1:
+        raise BadInput(
+            f"{source} holds {len(set(identities))} identities; opssecrets keeps one: put the one you use in a file of its own"
+        )
+    return identities[0]
+
+
+def keys_txt(identity: str) -> str:
+    """An identity in age-keygen's file format (the recipient as a comment)."""
+    from datetime import datetime
+
+    created = datetime.now(UTC).replace(microsecond=0).isoformat()
+    return f"# created: {created}\n# public key: {recipient_for_identity(identity)}\n{identity}\n"
+
+
+def write_private_file(path: Path, content: str) -> None:
+    """Create ``path`` with mode 0600 (never replacing an existing file) holding ``content``."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError as exc:
+        raise BadInput(f"{path} already exists; choose another file or move it away first") from exc
+    except OSError as exc:
+        raise EnvironmentProblem(f"cannot create {path}: {exc.strerror}; choose a writable location") from exc
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(content)
+    os.chmod(path, 0o600)  # in case a umask or an odd filesystem widened it
+
+
+# --- the keyring -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyringInfo:
+    """The keyring backend in use and whether it can keep a secret."""
+
+    backend: str
+    usable: bool
+    reason: str
+
+
+def _backend() -> Any:
+    """keyring's backend as keyring's own configuration picks it (env var, config file, detection).
+
+    Read afresh each time rather than keyring's process-wide cache, so a change of
+    ``PYTHON_KEYRING_BACKEND`` is seen.
+    """
+    import keyring
+    import keyring.core
+
+    return keyring.core.load_env() or keyring.core.load_config() or keyring.get_keyring()
+
+
+def _backend_name(backend: Any) -> str:
+    cls = backend.__class__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def keyring_info() -> KeyringInfo:
+    try:
+        backend = _backend()
+    except ImportError:
+        return KeyringInfo("(keyring not installed)", False, "the keyring package is not installed")
+    except Exception as exc:  # a misconfigured PYTHON_KEYRING_BACKEND or keyringrc.cfg
+        return KeyringInfo(
+            "(failed to load)",
+            False,
+            f"keyring could not load its backend ({exc.__class__.__name__}); check PYTHON_KEYRING_BACKEND",
+        )
+    name = _backend_name(backend)
+    if name in _UNUSABLE_BACKENDS:
+        why = (
+            "no OS keyring is available here (headless machine?)"
+            if name.endswith("fail.Keyring")
+            else "the keyring is disabled (null backend)"
+        )
+        return KeyringInfo(name, False, why)
+    if name.startswith("keyring.backends.chainer") and not getattr(backend, "backends", True):
+        return KeyringInfo(name, False, "no OS keyring is available here (headless machine?)")
+    return KeyringInfo(name, True, "")
+
+
+def keyring_identity() -> str | None:
+    """The identity stored in the keyring, or None (also when there is no usable keyring)."""
+    try:
+        backend = _backend()
+        if _backend_name(backend) in _UNUSABLE_BACKENDS:
+            return None
+        stored = backend.get_password(KEYRING_SERVICE, KEYRING_USERNAME)
+    except Exception:  # a headless box, a locked or broken keyring: fall back silently by design
+        return None
+    if not stored or not is_age_identity(stored.strip()):
+        return None
+    return str(stored).strip().upper()
+
+
+def store_in_keyring(identity: str) -> str:
+    """Store ``identity`` in the OS keyring; return the backend's name. Raises KeyringUnavailable."""
+    info = keyring_info()
+    if not info.usable:
+        raise KeyringUnavailable(f"cannot store the identity: {info.reason} ({info.backend})")
+    backend = _backend()
+    try:
+        backend.set_password(KEYRING_SERVICE, KEYRING_USERNAME, identity)
+        stored = backend.get_password(KEYRING_SERVICE, KEYRING_USERNAME)
+    except Exception as exc:  # the backend's message is its own, never holds the value
+        raise KeyringUnavailable(
+            f"the keyring ({info.backend}) refused the identity ({exc.__class__.__name__}); is it locked?"
+        ) from exc
+    if stored is None or stored.strip().upper() != identity:
+        raise KeyringUnavailable(f"the keyring ({info.backend}) did not keep the identity")
+    return info.backend
+
+
+def forget_keyring_identity() -> bool:
+    """Delete the keyring identity; False when there was none."""
+    if keyring_identity() is None:
+        return False
+    backend = _backend()
+    try:
+        backend.delete_password(KEYRING_SERVICE, KEYRING_USERNAME)
+    except Exception as exc:
+        raise KeyringUnavailable(f"the keyring refused to delete the identity ({exc.__class__.__name__}); is it locked?") from exc
+    return True
+
+
+# --- resolution --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResolvedIdentity:
+    """Which identity sops would use, and from where. ``env`` is what the sops child gets."""
+
+    source: str
+    where: str
+    recipients: tuple[str, ...]
+    env: Mapping[str, str]
+    note: str = ""
+
+    @property
+    def found(self) -> bool:
+        return self.source != SOURCE_NONE
+
+
+def _recipients_of(text: str) -> tuple[str, ...]:
+    out: list[str] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#") and is_age_identity(line):
+            out.append(recipient_for_identity(line))
+    return tuple(dict.fromkeys(out))
+
+
+def _recipients_of_file(path: Path) -> tuple[tuple[str, ...], str]:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return (), f"cannot read {path}: {exc.strerror}"
+    if b"-----BEGIN OPENSSH PRIVATE KEY-----" in data:
+        try:
+            return (recipient_for_identity(identity_from_openssh(data, str(path))),), ""
+        except BadInput as exc:
+            return (), exc.message
+    return _recipients_of(data.decode("utf-8", "replace")), ""
+
+
+def resolve_identity() -> ResolvedIdentity:
+    """The identity sops would use for a decrypting call, in opssecrets' resolution order."""
+    user_set = [var for var in USER_IDENTITY_VARS if os.environ.get(var)]
+    if user_set:
+        recipients: list[str] = []
+        notes: list[str] = []
+        if os.environ.get("SOPS_AGE_KEY"):
+            recipients.extend(_recipients_of(os.environ["SOPS_AGE_KEY"]))
+        for var in ("SOPS_AGE_KEY_FILE", "SOPS_AGE_SSH_PRIVATE_KEY_FILE"):
+            if os.environ.get(var):
+                found, note = _recipients_of_file(Path(os.environ[var]).expanduser())
+                recipients.extend(found)
+                if note:
+                    notes.append(f"{var}: {note}")
+        where = ", ".join(f"${var}" for var in user_set)
+        return ResolvedIdentity(SOURCE_ENV, where, tuple(dict.fromkeys(recipients)), {}, "; ".join(notes))
+    stored = keyring_identity()
+    if stored is not None:
+        return ResolvedIdentity(
+            SOURCE_KEYRING, f"OS keyring (service {KEYRING_SERVICE})", (recipient_for_identity(stored),), {"SOPS_AGE_KEY": stored}
+        )
+    default = sops_default_key_file()
+    if default.is_file():
+        found, note = _recipients_of_file(default)
+        return ResolvedIdentity(SOURCE_DEFAULT_FILE, str(default), found, {}, note)
+    return ResolvedIdentity(SOURCE_NONE, "", (), {}, "")
+
+
+class IdentityEnv(Mapping[str, str]):
+    """The extra environment for sops calls, resolved on first use (so keyring loads late)."""
+
+    def __init__(self) -> None:
+        self._env: Mapping[str, str] | None = None
+
+    def _resolved(self) -> Mapping[str, str]:
+        if self._env is None:
+            self._env = resolve_identity().env
+        return self._env
+
+    def __getitem__(self, key: str) -> str:
+        return self._resolved()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._resolved())
+
+    def __len__(self) -> int:
+        return len(self._resolved())
+
+    def __repr__(self) -> str:  # never show the identity
+        return "IdentityEnv(...)"
+
+
+def identity_env() -> Mapping[str, str]:
+    """Extra environment for sops calls that decrypt (empty: sops finds its own key).
+
+    Resolved lazily: building a ``Sops`` costs nothing until a call runs.
+    """
+    return IdentityEnv()
+
+
+def default_name() -> str:
+    """The login name, cleaned to what a recipient name may hold."""
+    import getpass
+
+    try:
+        login = getpass.getuser()
+    except Exception:
+        login = ""
+    cleaned = re.sub(r"[^A-Za-z0-9_-]", "-", login).strip("-")[:64]
+    return cleaned or "engineer"

@@ -106,7 +106,7 @@ def check_age_recipient(text: str) -> str:
         if key.upper().startswith("AGE-SECRET-KEY-"):
             raise BadInput("that is an age identity (a private key), never share it: pass the recipient from 'age-keygen -y'")
         raise BadInput(f"not an age recipient: {_preview(key)!r} does not start with 'age1'; pass the output of 'age-keygen -y'")
-    if key.startswith("age1yubikey1") or key.startswith("age1") and not is_age_recipient(key):
+    if key.startswith("age1yubikey1") or (key.startswith("age1") and not is_age_recipient(key)):
         if bech32_decode(key) is None:
             raise BadInput(
                 f"not a valid age recipient: {_preview(key)!r} fails its bech32 checksum (a typo?); copy it again from 'age-keygen -y'"

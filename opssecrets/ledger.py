@@ -334,12 +334,10 @@ def record_data_key_rotation(root: Path, file: str, when: datetime | None = None
         ledger.record_data_key_rotation(_relpath(root, file), when or now_utc())
 
 
-def record_recipient_change(root: Path, plan: Plan, reader: str | None, when: datetime | None = None) -> None:
-    """After a recipient change was applied (``opssecrets.transaction.Plan``): every file whose
-    data key the plan rotated had a reader removed. If ``reader`` is given (removed, revoked,
-    or a compromised host key), every key of those files is marked exposed to them; then the
-    data-key rotation is recorded (in that order: the rotation came after the exposure).
-    ``add-host --replace`` without ``--compromised`` passes ``reader=None``: nothing exposed."""
+def record_exposures(root: Path, plan: Plan, reader: str, when: datetime | None = None) -> None:
+    """Before a recipient change is applied: every key of every file whose data key the plan
+    rotates was readable by ``reader`` (removed, revoked, or a compromised host key); mark them
+    exposed. Recorded first, so a run killed half-way has already said what leaked."""
     rotated = [change for change in plan.files if change.rotate]
     if not rotated:
         return
@@ -347,8 +345,17 @@ def record_recipient_change(root: Path, plan: Plan, reader: str | None, when: da
     who = operator_name(root)
     with editing(root) as ledger:
         for change in rotated:
-            if reader is not None:
-                ledger.mark_exposed(change.relpath, change.keys, reader=reader, when=moment, operator=who)
+            ledger.mark_exposed(change.relpath, change.keys, reader=reader, when=moment, operator=who)
+
+
+def record_data_key_rotations(root: Path, plan: Plan, when: datetime | None = None) -> None:
+    """After a recipient change was applied: record the files whose data key it rotated."""
+    rotated = [change for change in plan.files if change.rotate]
+    if not rotated:
+        return
+    moment = when or now_utc()
+    with editing(root) as ledger:
+        for change in rotated:
             ledger.record_data_key_rotation(change.relpath, moment)
 
 

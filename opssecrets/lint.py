@@ -53,7 +53,7 @@ def _unknown_rule_keys(config: SopsConfig) -> list[Problem]:
     import difflib
 
     out: list[Problem] = []
-    for rule, node in zip(config.rules, config.rule_nodes):
+    for rule, node in zip(config.rules, config.rule_nodes, strict=False):
         for key_node, _ in node.pairs if node.kind == "map" else []:
             key = key_node.value
             if key in RULE_KEYS:
@@ -95,7 +95,9 @@ def _keys(config: SopsConfig) -> list[Problem]:
         if decoded is not None and decoded[0].startswith("age1"):
             continue  # a plugin recipient (age1yubikey1...): valid, not ours to check further
         name = config.name_for_key(key)
-        out.append(Problem("error", name or key[:16] + "...", f"{key[:16]}... is not a valid age recipient (bech32 checksum fails); copy it again"))
+        out.append(
+            Problem("error", name or key[:16] + "...", f"{key[:16]}... is not a valid age recipient (bech32 checksum fails); copy it again")
+        )
     return out
 
 
@@ -121,7 +123,11 @@ def _regexes_and_reachability(config: SopsConfig) -> list[Problem]:
                 continue
             if all(earlier.matches(sample) for sample in samples):
                 out.append(
-                    Problem("error", rule.label, f"unreachable: {earlier.label} comes first and matches every path this rule would; reorder them")
+                    Problem(
+                        "error",
+                        rule.label,
+                        f"unreachable: {earlier.label} comes first and matches every path this rule would; reorder them",
+                    )
                 )
                 break
     return out

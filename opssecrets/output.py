@@ -31,7 +31,9 @@ def emit_json(payload: Any) -> None:
     sys.stdout.write(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def emit(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], *, as_json: bool, key: str, headers: Sequence[str] | None = None) -> None:
+def emit(
+    rows: Sequence[Mapping[str, Any]], columns: Sequence[str], *, as_json: bool, key: str, headers: Sequence[str] | None = None
+) -> None:
     if as_json:
         emit_json({key: list(rows)})
     else:

@@ -20,6 +20,7 @@ class Edit:
     after: SopsConfig
     removed_keys: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    exposed_to: str | None = None  # who could read what the removed keys protected (for the ledger)
 
 
 def _ensure_new(config: SopsConfig, name: str, anchor: str, key: str) -> bool:
@@ -82,7 +83,9 @@ def add_host(config: SopsConfig, name: str, key: str, *, projects: Sequence[str]
     return Edit(_join(_define(config, name, anchor, key), anchor, rules, every_rule=not projects))
 
 
-def replace_host_key(config: SopsConfig, name: str, key: str) -> Edit:
+def replace_host_key(config: SopsConfig, name: str, key: str, *, compromised: bool = False) -> Edit:
+    """A reinstalled host's new key. Its old key is gone, so nothing is exposed, unless the
+    old key may be in other hands (``compromised``)."""
     host = config.find(name)
     if host.role != "host":
         raise BadInput(f"{host.label} is not a host; --replace changes a host's key")
@@ -91,7 +94,8 @@ def replace_host_key(config: SopsConfig, name: str, key: str) -> Edit:
     for recipient in config.recipients:
         if recipient.key == key:
             raise BadInput(f"that key already belongs to {recipient.label}; a host key must be the host's own")
-    return Edit(config.with_key_replaced(host.key, key), (host.key,))
+    exposed_to = f"host {short_name(host.label)} (old key)" if compromised else None
+    return Edit(config.with_key_replaced(host.key, key), (host.key,), exposed_to=exposed_to)
 
 
 def remove(config: SopsConfig, name: str, role: str) -> tuple[Edit, Recipient]:
@@ -106,7 +110,7 @@ def remove(config: SopsConfig, name: str, role: str) -> tuple[Edit, Recipient]:
         after = after.with_key_removed_from_rule(rule.index, recipient.key, through_shared=True)
     if recipient.name is not None:
         after = after.without_recipient(recipient.name)
-    return Edit(after, (recipient.key,)), recipient
+    return Edit(after, (recipient.key,), exposed_to=short_name(recipient.label)), recipient
 
 
 def add_project(config: SopsConfig, project: str, members: Sequence[str], hosts: Sequence[str]) -> Edit:
@@ -128,7 +132,7 @@ def add_project(config: SopsConfig, project: str, members: Sequence[str], hosts:
     regex = project_regex(project)
     samples = [f"{PROJECT_PREFIX}{project}/secrets.yaml", f"{PROJECT_PREFIX}{project}/a/b.json", f"{PROJECT_PREFIX}{project}/.env"]
     position = next((rule.index for rule in config.rules if any(rule.matches(s) for s in samples)), len(config.rules))
-    after = config.with_rule_inserted(position, regex, list(unique.values()))
+    after = config.with_rule_inserted(position, regex, list(unique.values()), comment=f"project {project}")
     notes: tuple[str, ...] = ()
     if not host_list:
         notes = ("no host reads this project yet: nothing can deploy it until you 'opssecrets add-host NAME --project ...'",)
@@ -148,4 +152,5 @@ def revoke(config: SopsConfig, name: str, project: str) -> Edit:
     (rule,) = _rules_for_projects(config, [project])
     if recipient.key not in rule.age_recipients:
         raise BadInput(f"{recipient.label} does not read project {project}; nothing to revoke")
-    return Edit(config.with_key_removed_from_rule(rule.index, recipient.key), (recipient.key,))
+    after = config.with_key_removed_from_rule(rule.index, recipient.key)
+    return Edit(after, (recipient.key,), exposed_to=short_name(recipient.label))

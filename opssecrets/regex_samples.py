@@ -9,15 +9,13 @@ path: rare for path regexes, and the message says which rule to look at.
 
 from __future__ import annotations
 
+import importlib
 import re
 from typing import Any
 
-try:  # Python 3.11+: the parser moved into the re package
-    import re._parser as _sre_parse  # type: ignore[import-not-found]
-    import re._constants as _sre_constants  # type: ignore[import-not-found]
-except ImportError:  # pragma: no cover
-    import sre_constants as _sre_constants  # type: ignore[no-redef]
-    import sre_parse as _sre_parse  # type: ignore[no-redef]
+# the stdlib's regex parser (re._parser since 3.11); typed loosely, it has no stubs
+_sre_parse: Any = importlib.import_module("re._parser")
+_sre_constants: Any = importlib.import_module("re._constants")
 
 _MAX_SAMPLES = 40
 _PROBE_CHARS = "a0_-x.Z/ "
@@ -70,7 +68,7 @@ def _options(op: Any, arg: Any) -> list[str]:
         low, high, body = arg
         body_samples = _expand(list(body)) or [""]
         counts = [low] + ([low + 1] if high is c.MAXREPEAT or high > low else [])
-        return [body_samples[0] * count if count <= 1 else body_samples[0] * count for count in counts] + (
+        return [body_samples[0] * count for count in counts] + (
             [s * max(low, 1) for s in body_samples[1:3]] if low >= 1 or high else []
         )
     if op in (c.ASSERT, c.ASSERT_NOT):

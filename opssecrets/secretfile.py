@@ -95,7 +95,7 @@ def _unflatten(flat: Mapping[str, str]) -> dict[str, Any]:
                 steps.append(("list", rest))
             else:
                 steps.append(("map", rest))
-        for (kind, label), (next_kind, _) in zip(steps, steps[1:] + [("leaf", "")]):
+        for (kind, label), (next_kind, _) in zip(steps, [*steps[1:], ("leaf", "")], strict=True):
             key: Any = int(label) if kind == "list" and label.isdigit() else label
             container_default: Any = [] if next_kind == "list" else {}
             if next_kind == "leaf":
@@ -167,11 +167,7 @@ def _groups_from(meta: Mapping[str, Any]) -> tuple[SopsGroup, ...]:
     )
     groups: list[SopsGroup] = []
     for source in sources:
-        age = tuple(
-            str(entry["recipient"])
-            for entry in (source.get("age") or [])
-            if isinstance(entry, Mapping) and entry.get("recipient")
-        )
+        age = tuple(str(entry["recipient"]) for entry in (source.get("age") or []) if isinstance(entry, Mapping) and entry.get("recipient"))
         other: list[tuple[str, str]] = []
         for key_type, field in (("pgp", "fp"), ("kms", "arn"), ("gcp_kms", "resource_id"), ("azure_kv", "key"), ("hc_vault", "key")):
             for entry in source.get(key_type) or []:
@@ -193,7 +189,7 @@ _POLICY_FIELDS = (
 
 
 def metadata_from(meta: Any) -> SopsMetadata:
-    if not isinstance(meta, Mapping) or "version" not in meta and "mac" not in meta:
+    if not isinstance(meta, Mapping) or ("version" not in meta and "mac" not in meta):
         raise NotASopsFile("no sops metadata")
     threshold = meta.get("shamir_threshold")
     return SopsMetadata(
@@ -201,7 +197,7 @@ def metadata_from(meta: Any) -> SopsMetadata:
         lastmodified=str(meta["lastmodified"]) if meta.get("lastmodified") else None,
         mac=str(meta["mac"]) if meta.get("mac") else None,
         version=str(meta["version"]) if meta.get("version") else None,
-        shamir_threshold=int(threshold) if str(threshold).isdigit() else None,
+        shamir_threshold=int(str(threshold)) if str(threshold).isdigit() else None,
         policy={key: meta[key] for key in _POLICY_FIELDS if key in meta},
     )
 

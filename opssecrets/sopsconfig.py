@@ -9,6 +9,8 @@ exactly the text that will be written.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import re
 import tempfile
@@ -86,7 +88,7 @@ class Splice:
 
 def apply_splices(text: str, splices: Iterable[Splice]) -> str:
     ordered = sorted(splices, key=lambda s: (s.start, s.end), reverse=True)
-    for a, b in zip(ordered, ordered[1:]):
+    for a, b in itertools.pairwise(ordered):
         if b.end > a.start:
             raise AssertionError("overlapping edits")
     for splice in ordered:
@@ -109,7 +111,9 @@ class SopsConfig:
         self.rules: list[CreationRule] = rules_from_data(root.to_data(), source)
         rules_node = root.get("creation_rules")
         self._rules_node = rules_node.resolved() if rules_node is not None else None
-        self.rule_nodes: list[Node] = [n.resolved() for n in self._rules_node.items] if self._rules_node and self._rules_node.kind == "seq" else []
+        self.rule_nodes: list[Node] = (
+            [n.resolved() for n in self._rules_node.items] if self._rules_node and self._rules_node.kind == "seq" else []
+        )
         self.recipients: list[Recipient] = self._collect_recipients()
 
     # ---------------------------------------------------------------- reading
@@ -183,9 +187,13 @@ class SopsConfig:
     def project_rule(self, project: str) -> CreationRule | None:
         wanted = project_regex(project)
         for rule in self.rules:
-            if rule.path_regex == wanted or rule.path_regex is not None and rule.path_regex.rstrip("$") in (
-                f"^{PROJECT_PREFIX}{project}/",
-                f"{PROJECT_PREFIX}{project}/",
+            if rule.path_regex == wanted or (
+                rule.path_regex is not None
+                and rule.path_regex.rstrip("$")
+                in (
+                    f"^{PROJECT_PREFIX}{project}/",
+                    f"{PROJECT_PREFIX}{project}/",
+                )
             ):
                 return rule
         return None
@@ -333,14 +341,16 @@ class SopsConfig:
 
     def _add_to_group(self, group: Node, recipient: Recipient, rule_index: int) -> Splice:
         if group.kind != "map" or group.flow:
-            raise BadInput(f"{self.source}: creation rule {rule_index + 1} is written in flow style; opssecrets edits block-style rules only")
+            raise BadInput(
+                f"{self.source}: creation rule {rule_index + 1} is written in flow style; opssecrets edits block-style rules only"
+            )
         entry = group.entry("age")
         if entry is None:
             last_value = group.pairs[-1][1]
             at = self._line_end(self._content_end(last_value))
             indent = " " * self._column(group.pairs[0][0].start)
             return Splice(at, at, f"\n{indent}age: {self._reference(recipient, at)}")
-        key_node, value = entry
+        _, value = entry
         ref = self._reference(recipient, value.start)
         if value.kind == "alias":
             if value.resolved().kind != "scalar":
@@ -524,12 +534,20 @@ class SopsConfig:
             splices.append(Splice(node.start + at, node.start + at + len(old), new))
         return self._edited(splices)
 
-    def with_rule_inserted(self, position: int, path_regex: str, members: Sequence[Recipient]) -> SopsConfig:
-        """Insert a new creation rule before rule ``position`` (or at the end)."""
+    def with_rule_inserted(self, position: int, path_regex: str, members: Sequence[Recipient], comment: str | None = None) -> SopsConfig:
+        """Insert a new creation rule (with a ``# comment`` line above it) before rule ``position``, or at the end."""
         rules_entry = self.root.entry("creation_rules")
-        if rules_entry is None or self._rules_node is None or self._rules_node.kind != "seq" or self._rules_node.flow or not self._rules_node.items:
+        if (
+            rules_entry is None
+            or self._rules_node is None
+            or self._rules_node.kind != "seq"
+            or self._rules_node.flow
+            or not self._rules_node.items
+        ):
             raise BadInput(f"{self.source}: no block-style creation_rules list to add a rule to; start from 'opssecrets init'")
         text = self._render_rule(path_regex, members)
+        if comment is not None:
+            text = f"{' ' * self._rules_dash_column()}# {comment}\n{text}"
         items = self._rules_node.items
         if position < len(items):
             at = self._line_start(items[position].start)
@@ -603,10 +621,8 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
 
 

@@ -186,9 +186,7 @@ def apply(repo: Repo, plan: Plan, progress: Callable[[int, int, str], None] | No
         shutil.rmtree(stage, ignore_errors=True)
 
 
-def _rotate_all(
-    repo: Repo, relpaths: Sequence[str], stage: Path, config: Path, progress: Callable[[int, int, str], None] | None
-) -> None:
+def _rotate_all(repo: Repo, relpaths: Sequence[str], stage: Path, config: Path, progress: Callable[[int, int, str], None] | None) -> None:
     done = 0
     errors: list[OpsError] = []
 

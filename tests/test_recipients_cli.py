@@ -109,7 +109,9 @@ def test_without_rotation_the_history_attack_works(platform: OpsRepo) -> None:
     assert platform.ops("add-engineer", "eve", "--age-key", eve.recipient, "--admin").code == 0
     rel = "secrets/secrets.yaml"
     eve_entry = next(e for e in yaml.safe_load((platform.root / rel).read_text())["sops"]["age"] if e["recipient"] == eve.recipient)
-    config = (platform.root / ".sops.yaml").read_text().replace(f"  - &admin_eve {eve.recipient}\n", "").replace("          - *admin_eve\n", "")
+    config = (
+        (platform.root / ".sops.yaml").read_text().replace(f"  - &admin_eve {eve.recipient}\n", "").replace("          - *admin_eve\n", "")
+    )
     (platform.root / ".sops.yaml").write_text(config)
     assert platform.sops("updatekeys", "-y", rel).returncode == 0
     doc = yaml.safe_load((platform.root / rel).read_text())
@@ -151,7 +153,10 @@ def test_remove_host(platform: OpsRepo) -> None:
 
 
 def test_add_project_goes_before_a_rule_that_would_shadow_it(repo: OpsRepo) -> None:
-    text = f"keys:\n  - &admin_dan {repo.operator.recipient}\ncreation_rules:\n  - path_regex: ^secrets/\n    key_groups:\n      - age:\n          - *admin_dan\n"
+    text = (
+        f"keys:\n  - &admin_dan {repo.operator.recipient}\n"
+        "creation_rules:\n  - path_regex: ^secrets/\n    key_groups:\n      - age:\n          - *admin_dan\n"
+    )
     repo.write(".sops.yaml", text)
     assert repo.ops("add-project", "web").code == 0
     rules = yaml.safe_load((repo.root / ".sops.yaml").read_text())["creation_rules"]
@@ -260,7 +265,10 @@ def test_a_file_no_identity_can_decrypt_fails_the_whole_change(platform: OpsRepo
     (platform.root / "secrets/other.yaml").write_text("x: 1\n")
     enc = subprocess.run(
         ["sops", "--disable-version-check", "--config", "elsewhere/.sops.yaml", "encrypt", "-i", "secrets/other.yaml"],
-        cwd=platform.root, capture_output=True, check=False, env={**os.environ, "SOPS_AGE_KEY": stranger.identity},
+        cwd=platform.root,
+        capture_output=True,
+        check=False,
+        env={**os.environ, "SOPS_AGE_KEY": stranger.identity},
     )
     assert enc.returncode == 0, enc.stderr
     before = platform.snapshot()

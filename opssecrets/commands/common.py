@@ -50,11 +50,9 @@ def show_plan(plan: Plan, *, dry_run: bool, as_json: bool = False) -> None:
         emit_json({"dry_run": dry_run, "config_changed": plan.config_changed, "files": rows, "notes": plan.notes})
         return
     if plan.config_changed and dry_run:
-        assert plan.after is not None
-        before = plan.before.text if plan.before is not None else ""
-        diff = difflib.unified_diff(
-            before.splitlines(keepends=True), plan.after.text.splitlines(keepends=True), ".sops.yaml", ".sops.yaml (new)"
-        )
+        old_text = plan.before.text if plan.before is not None else ""
+        old_lines, new_lines = old_text.splitlines(keepends=True), after.text.splitlines(keepends=True)
+        diff = difflib.unified_diff(old_lines, new_lines, ".sops.yaml", ".sops.yaml (new)")
         click.echo("".join(diff).rstrip("\n"))
     verb = "would change" if dry_run else "changed"
     what = ".sops.yaml" if plan.config_changed else "no change to .sops.yaml"

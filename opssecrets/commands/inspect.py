@@ -26,7 +26,11 @@ def recipients(ctx: click.Context, as_json: bool) -> int:
             "role": r.role,
             "type": r.key_type,
             "key": r.key,
-            "rules": [rule.index + 1 for rule in config.rules if r.key in rule.age_recipients or any(r.key == ident for g in rule.groups for _, ident in g.other)],
+            "rules": [
+                rule.index + 1
+                for rule in config.rules
+                if r.key in rule.age_recipients or any(r.key == ident for g in rule.groups for _, ident in g.other)
+            ],
         }
         for r in config.recipients
     ]
@@ -44,6 +48,11 @@ def access(ctx: click.Context, paths: tuple[Path, ...], as_json: bool) -> int:
     config = SopsConfig.load(repo.require_config())
     only = [repo.relpath(p) for p in paths] if paths else None
     rows = file_access(repo, config, only)
-    emit(rows, ["file", "rule", "should_read", "can_read", "differs"], as_json=as_json, key="files",
-         headers=["file", "rule", "should read", "can read", "differs"])
+    emit(
+        rows,
+        ["file", "rule", "should_read", "can_read", "differs"],
+        as_json=as_json,
+        key="files",
+        headers=["file", "rule", "should read", "can read", "differs"],
+    )
     return 0

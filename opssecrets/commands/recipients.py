@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import click
@@ -11,10 +12,10 @@ from opssecrets import recipients as edits
 from opssecrets.commands.common import current_repo, dry_run_option, json_option, progress_bar, say, show_plan
 from opssecrets.errors import EXIT_FINDINGS, BadInput
 from opssecrets.keys import age_key_from, parse_ssh_public_key
-from opssecrets.ledger import record_recipient_change
+from opssecrets.ledger import record_data_key_rotations, record_exposures
 from opssecrets.output import render_table
 from opssecrets.repo import Repo
-from opssecrets.sopsconfig import SopsConfig, check_name, short_name, write_atomic
+from opssecrets.sopsconfig import SopsConfig, check_name, write_atomic
 from opssecrets.templates import initial_config
 from opssecrets.transaction import Plan, apply, plan_files, repo_lock
 
@@ -23,9 +24,16 @@ SSH_KEY_HELP = "An SSH ed25519 public key line or .pub file; converted to age as
 
 
 def _change(
-    ctx: click.Context, edit_fn: Callable[[SopsConfig], edits.Edit], *, dry_run: bool, as_json: bool = False
+    ctx: click.Context,
+    edit_fn: Callable[[SopsConfig], edits.Edit],
+    *,
+    dry_run: bool,
+    as_json: bool = False,
 ) -> tuple[Plan, edits.Edit]:
-    """Load, edit, plan and (unless dry-run) apply, all under the repository lock."""
+    """Load, edit, plan and (unless dry-run) apply, all under the repository lock.
+
+    When the edit names who loses access (``exposed_to``), every key of the files whose data
+    key is rotated is marked exposed to them in the ledger before anything else changes."""
     repo = current_repo(ctx)
     repo.require_config()
     with repo_lock(repo):
@@ -33,7 +41,10 @@ def _change(
         edit = edit_fn(before)
         plan = Plan(before, edit.after, plan_files(repo, before, edit.after, edit.removed_keys), list(edit.notes))
         if not dry_run:
+            if edit.exposed_to is not None:
+                record_exposures(repo.root, plan, edit.exposed_to)
             apply(repo, plan, progress_bar)
+            record_data_key_rotations(repo.root, plan)
     show_plan(plan, dry_run=dry_run, as_json=as_json)
     return plan, edit
 
@@ -90,7 +101,14 @@ def init(ctx: click.Context, admin: str, age_key: str | None, ssh_key: str | Non
 @json_option
 @click.pass_context
 def add_engineer(
-    ctx: click.Context, name: str, age_key: str | None, ssh_key: str | None, admin: bool, projects: tuple[str, ...], dry_run: bool, as_json: bool
+    ctx: click.Context,
+    name: str,
+    age_key: str | None,
+    ssh_key: str | None,
+    admin: bool,
+    projects: tuple[str, ...],
+    dry_run: bool,
+    as_json: bool,
 ) -> int:
     """Add an engineer and re-encrypt the files they may now read."""
     key = age_key_from(age_key, ssh_key)
@@ -105,18 +123,9 @@ def add_engineer(
 @click.pass_context
 def remove_engineer(ctx: click.Context, name: str, dry_run: bool, as_json: bool) -> int:
     """Remove an engineer: re-encrypt and rotate the data key of every file they could read."""
-    holder: dict[str, str] = {}
-
-    def edit(config: SopsConfig) -> edits.Edit:
-        result, recipient = edits.remove(config, name, role="engineer")
-        holder["label"] = recipient.label
-        return result
-
-    plan, _ = _change(ctx, edit, dry_run=dry_run, as_json=as_json)
-    if not dry_run:
-        record_recipient_change(current_repo(ctx).root, plan, short_name(holder["label"]))
+    plan, edit = _change(ctx, lambda c: edits.remove(c, name, role="engineer")[0], dry_run=dry_run, as_json=as_json)
     if not dry_run and not as_json:
-        _exposed_report(plan, holder["label"])
+        _exposed_report(plan, edit.exposed_to or name)
     return 0
 
 
@@ -148,11 +157,8 @@ def add_host(
     if replace:
         if projects:
             raise BadInput("--replace keeps the host's rules; drop --project")
-        plan, _ = _change(ctx, lambda c: edits.replace_host_key(c, name, key), dry_run=dry_run, as_json=as_json)
-        if not dry_run:
-            # a reinstalled host's old key is gone: its files' data keys are rotated, but nothing
-            # is exposed unless the old key may have leaked
-            record_recipient_change(current_repo(ctx).root, plan, f"host {name} (old key)" if compromised else None)
+        edit_fn = partial(edits.replace_host_key, name=name, key=key, compromised=compromised)
+        plan, _ = _change(ctx, edit_fn, dry_run=dry_run, as_json=as_json)
         if compromised and not dry_run and not as_json:
             _exposed_report(plan, f"{name}'s old key")
     else:
@@ -169,8 +175,6 @@ def add_host(
 def remove_host(ctx: click.Context, name: str, dry_run: bool, as_json: bool) -> int:
     """Remove a host: re-encrypt and rotate the data key of every file it could read."""
     plan, _ = _change(ctx, lambda c: edits.remove(c, name, role="host")[0], dry_run=dry_run, as_json=as_json)
-    if not dry_run:
-        record_recipient_change(current_repo(ctx).root, plan, name)
     if not dry_run and not as_json:
         _exposed_report(plan, name)
     return 0
@@ -211,7 +215,6 @@ def revoke(ctx: click.Context, engineer: str, project: str, dry_run: bool) -> in
     """Stop an engineer reading a project: re-encrypt and rotate that project's files."""
     plan, _ = _change(ctx, lambda c: edits.revoke(c, engineer, project), dry_run=dry_run)
     if not dry_run:
-        record_recipient_change(current_repo(ctx).root, plan, engineer)
         _exposed_report(plan, engineer)
     return 0
 

@@ -1,0 +1,40 @@
+"""``opssecrets share KEY --to NAME [--file FILE]``: one value, age-encrypted, armored on stdout."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from opssecrets.repo import Repo
+
+
+@click.command("share")
+@click.argument("key")
+@click.option("--to", "to", required=True, help="A recipient name from .sops.yaml, or an age1... recipient.")
+@click.option(
+    "--file",
+    "file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The secret file holding KEY (needed only when several files have it).",
+)
+@click.pass_context
+def share(ctx: click.Context, key: str, to: str, file: Path | None) -> int:
+    """Hand one secret's current value to one person: encrypted with age to them, armored on stdout.
+
+    KEY is named as sops-nix names it (slack/bot_token). Send the output instead of
+    pasting the value into a chat; they read it with 'age -d -i THEIR_KEYS_FILE'.
+    """
+    repo = Repo.locate(ctx.obj["repo"])
+    from opssecrets.share import share_secret
+
+    shared = share_secret(repo, key, to, file)
+    sys.stdout.buffer.write(shared.armored)
+    sys.stdout.flush()
+    click.echo(
+        f"Encrypted {shared.key} from {shared.file} to {shared.label} ({shared.recipient}). "
+        "They read it with: opssecrets identity export | age -d -i - SAVED_FILE (or age -d -i KEYS_FILE SAVED_FILE).",
+        err=True,
+    )
+    return 0
