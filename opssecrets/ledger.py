@@ -42,7 +42,6 @@ import contextlib
 import fcntl
 import json
 import os
-import re
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -361,7 +360,6 @@ def record_data_key_rotations(root: Path, plan: Plan, when: datetime | None = No
 
 # --- who the operator is -------------------------------------------------------------------
 
-_IDENTITY = re.compile(r"AGE-SECRET-KEY-1[02-9AC-HJ-NP-Z]{58}")
 
 
 def recipient_names(config_path: Path) -> dict[str, str]:
@@ -377,26 +375,11 @@ def recipient_names(config_path: Path) -> dict[str, str]:
 
 
 def operator_recipients() -> list[str]:
-    """The age recipients of the operator's identities (``SOPS_AGE_KEY``, ``SOPS_AGE_KEY_FILE``)."""
-    from opssecrets.keys import recipient_for_identity
+    """The age recipients of the operator's identity, resolved as sops will be given it
+    (environment, then the OS keyring, then sops' default key file)."""
+    from opssecrets.identity import resolve_identity
 
-    texts: list[str] = []
-    if os.environ.get("SOPS_AGE_KEY"):
-        texts.append(os.environ["SOPS_AGE_KEY"])
-    key_file = os.environ.get("SOPS_AGE_KEY_FILE")
-    if key_file:
-        with contextlib.suppress(OSError, UnicodeDecodeError):
-            texts.append(Path(key_file).read_text(encoding="utf-8"))
-    if not texts:
-        default = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "sops" / "age" / "keys.txt"
-        with contextlib.suppress(OSError, UnicodeDecodeError):
-            texts.append(default.read_text(encoding="utf-8"))
-    out: list[str] = []
-    for text in texts:
-        for identity in _IDENTITY.findall(text):
-            with contextlib.suppress(Exception):
-                out.append(recipient_for_identity(identity))
-    return out
+    return list(resolve_identity().recipients)
 
 
 def operator_name(root: Path) -> str | None:
