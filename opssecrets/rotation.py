@@ -65,6 +65,27 @@ def _file_relpath(repo: Repo, file: str) -> str:
     return repo.relpath(path)
 
 
+def _addresses_a_value(secret_file: SecretFile, key: str) -> bool:
+    """``key`` split on '/' leads through mappings to one value, as sops-nix reads it."""
+    node: object = secret_file.tree
+    for part in key.split("/"):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return not isinstance(node, (dict, list))
+
+
+def _check_key(secret_file: SecretFile, relpath: str, key: str) -> None:
+    keys = secret_file.key_paths()
+    if _addresses_a_value(secret_file, key):
+        return
+    if key in keys:
+        raise BadInput(
+            f"{key!r} in {relpath} is a list item or a key holding '/', which sops-nix cannot name; change it with 'sops edit {relpath}'"
+        )
+    raise BadInput(f"no key {key!r} in {relpath} (its keys: {_key_list(keys)}); check the name, nested keys use '/'")
+
+
 def _key_list(keys: Sequence[str], limit: int = 12) -> str:
     shown = ", ".join(keys[:limit])
     return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "") if keys else "(none)"
@@ -83,17 +104,18 @@ def resolve_target(repo: Repo, policy: Policy, key: str, file: str | None) -> Ta
         secret_file = _read_sops_file(repo, relpath)
         if secret_file is None:
             raise BadInput(f"--file {relpath} is not a sops-encrypted file; encrypt it with sops first")
-        keys = secret_file.key_paths()
-        if key not in keys:
-            raise BadInput(f"no key {key!r} in {relpath} (its keys: {_key_list(keys)}); check the name, nested keys use '/'")
+        _check_key(secret_file, relpath, key)
         return Target(relpath, key, policy.kind_for_key(key), secret_file)
     default = policy.platform.default_file
     default_file = _read_sops_file(repo, default) if default else None
     if default_file is not None and key in default_file.key_paths():
+        _check_key(default_file, default, key)
         return Target(default, key, policy.kind_for_key(key), default_file)
     holders = [sf for sf in repo.secret_files() if key in sf.key_paths()]
     if len(holders) == 1:
-        return Target(repo.relpath(holders[0].path), key, policy.kind_for_key(key), holders[0])
+        relpath = repo.relpath(holders[0].path)
+        _check_key(holders[0], relpath, key)
+        return Target(relpath, key, policy.kind_for_key(key), holders[0])
     if len(holders) > 1:
         names = ", ".join(repo.relpath(sf.path) for sf in holders)
         raise BadInput(f"{key!r} is in several files ({names}); pass --file to say which")

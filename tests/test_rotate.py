@@ -515,3 +515,16 @@ def test_stale_staging_from_a_killed_run_is_removed(platform: Platform) -> None:
     (stale / "secrets.yaml").write_bytes((platform.root / SECRETS).read_bytes())
     assert platform.repo.ops("rotate", "acme-email", "--stdin", stdin="new@clarun.example").code == 0
     assert not stale.exists()
+
+
+def test_keys_sops_nix_cannot_name_are_refused(platform: Platform) -> None:
+    platform.repo.encrypt("secrets/odd.yaml", 'hosts:\n  - a\n  - b\n"c/d": e\nnested:\n  inner: f\n')
+    before = platform.repo.snapshot()
+    for key in ("hosts[0]", "c/d"):
+        r = platform.repo.ops("rotate", key, "--file", "secrets/odd.yaml", "--stdin", stdin="new-value")
+        assert r.code == 2 and "sops-nix cannot name" in r.err, r
+    r = platform.repo.ops("rotate", "nested", "--file", "secrets/odd.yaml", "--stdin", stdin="new-value")
+    assert r.code == 2 and "no key 'nested'" in r.err  # a mapping, not a value
+    assert platform.repo.snapshot() == before
+    r = platform.repo.ops("rotate", "nested/inner", "--file", "secrets/odd.yaml", "--stdin", stdin="new-value")
+    assert r.code == 0, r

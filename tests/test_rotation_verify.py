@@ -136,3 +136,32 @@ def test_non_json_reply_is_unreachable_not_a_crash(service: FakeService) -> None
     assert "HTTP 404" in caught.value.message
     with pytest.raises(Unreachable):
         SlackClient("ftp://example.invalid").auth_test("x")
+
+
+def test_redirects_are_not_followed_so_the_token_stays_put(service: FakeService) -> None:
+    """urllib would resend the Authorization header to wherever a redirect points."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    target = service.url + "/api/auth.test"
+
+    class Redirect(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            self.send_response(307)
+            self.send_header("Location", target)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(Unreachable) as caught:
+            SlackClient(f"http://127.0.0.1:{server.server_address[1]}/api").auth_test("xoxb-1-2-abc")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "redirect (HTTP 307)" in caught.value.message
+    assert service.requests == []  # the token never reached the redirect's target
