@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 from conftest import OpsRepo
-from rotation_support import FakeService, Platform, closed_port_url, fake_server, make_platform
+from rotation_support import FakeService, Platform, bot_token, closed_port_url, fake_server, make_platform
 
 from opssecrets.verify.http import Rejected, Unreachable
 from opssecrets.verify.matrix import MatrixClient
@@ -159,7 +159,7 @@ def test_redirects_are_not_followed_so_the_token_stays_put(service: FakeService)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         with pytest.raises(Unreachable) as caught:
-            SlackClient(f"http://127.0.0.1:{server.server_address[1]}/api").auth_test("xoxb-1-2-abc")
+            SlackClient(f"http://127.0.0.1:{server.server_address[1]}/api").auth_test(bot_token())
     finally:
         server.shutdown()
         server.server_close()
