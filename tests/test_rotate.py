@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import stat
 import sys
 from collections.abc import Iterator
@@ -120,7 +121,7 @@ def test_nested_key_with_file_option(repo: OpsRepo, slack: FakeService) -> None:
 
 def test_key_found_in_the_only_file_holding_it(repo: OpsRepo) -> None:
     make_platform(repo)
-    repo.encrypt("secrets/forgejo.yaml", "forgejo-db-password: old-password-1\n")
+    repo.encrypt("secrets/forgejo.yaml", "forgejo-db-password: " + secrets.token_urlsafe(12) + "\n")
     r = repo.ops("rotate", "forgejo-db-password", "--generate")
     assert r.code == 0, r
     assert "in secrets/forgejo.yaml (kind generic)" in r.out
