@@ -119,7 +119,7 @@ def test_slack_error_field_is_scrubbed_of_the_token(service: FakeService) -> Non
             self.wfile.write(body)
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         with pytest.raises(Rejected) as caught:
             SlackClient(f"http://127.0.0.1:{server.server_address[1]}").auth_test("xoxb-secret-value-123")
@@ -156,7 +156,7 @@ def test_redirects_are_not_followed_so_the_token_stays_put(service: FakeService)
             self.end_headers()
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         with pytest.raises(Unreachable) as caught:
             SlackClient(f"http://127.0.0.1:{server.server_address[1]}/api").auth_test(bot_token())
