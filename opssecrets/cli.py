@@ -38,6 +38,7 @@ COMMANDS: dict[str, str] = {
     "identity": "opssecrets.commands.identity:identity",
     "share": "opssecrets.commands.share:share",
     "doctor": "opssecrets.commands.doctor:doctor",
+    "check": "opssecrets.commands.check:check",
     "demo": "opssecrets.commands.demo:demo",
 }
 

@@ -70,6 +70,87 @@ def state_dir(root: Path) -> Path:
     return base / "opssecrets"
 
 
+# -- the index, for `opssecrets check --staged` -----------------------------------------------
+
+
+def staged_changes(root: Path, pathspecs: list[str] | None = None) -> list[tuple[str, str, str, str]]:
+    """What the next commit changes: ``(status, new mode, new blob sha, path)`` per file.
+
+    Renames are split into a delete and an add, so the new path is read like any added
+    file; ``status`` ``D`` means deleted in the index (mode and sha are zeros).
+    """
+    args = ["-c", "core.quotepath=off", "diff", "--cached", "--raw", "-z", "--no-abbrev", "--no-renames", "--no-ext-diff"]
+    if pathspecs:
+        args += ["--", *pathspecs]
+    proc = _git(args, root)
+    if proc.returncode != 0:
+        raise BadInput(f"{root} is not a git repository (or git failed): --staged needs git")
+    parts = proc.stdout.decode("utf-8", "surrogateescape").split("\0")
+    out: list[tuple[str, str, str, str]] = []
+    for i in range(0, len(parts) - 1, 2):
+        header, path = parts[i], parts[i + 1]
+        fields = header.lstrip(":").split()
+        if len(fields) < 5 or not path:
+            continue
+        out.append((fields[4][:1], fields[1], fields[3], path))
+    return out
+
+
+def index_entry(root: Path, rel: str) -> tuple[str, str] | None:
+    """``(mode, blob sha)`` of ``rel`` in the index (stage 0), or None if it is not there."""
+    proc = _git(["ls-files", "-s", "-z", "--", rel], root)
+    if proc.returncode != 0 or not proc.stdout:
+        return None
+    meta, _, _ = proc.stdout.decode("utf-8", "surrogateescape").partition("\t")
+    fields = meta.split()
+    return (fields[0], fields[1]) if len(fields) >= 3 else None
+
+
+def read_blobs(root: Path, shas: list[str]) -> dict[str, bytes]:
+    """The content of each blob, in one ``git cat-file --batch`` process."""
+    wanted = list(dict.fromkeys(shas))
+    if not wanted:
+        return {}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_") or k in ("GIT_CONFIG_NOSYSTEM",)}
+    try:
+        proc = subprocess.run(
+            ["git", "cat-file", "--batch"],
+            cwd=root,
+            input=("\n".join(wanted) + "\n").encode("ascii"),
+            capture_output=True,
+            check=False,
+            env=env,
+            timeout=300,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BadInput(f"git cat-file could not read the index in {root} ({exc.__class__.__name__})") from exc
+    out: dict[str, bytes] = {}
+    data = proc.stdout
+    pos = 0
+    for sha in wanted:
+        newline = data.find(b"\n", pos)
+        if newline < 0:
+            break
+        header = data[pos:newline].split()
+        pos = newline + 1
+        if len(header) == 3 and header[1] != b"missing":
+            size = int(header[2])
+            out[sha] = data[pos : pos + size]
+            pos += size + 1
+    return out
+
+
+def grep_files(root: Path, literal: str, glob: str, *, cached: bool = False) -> list[str]:
+    """Tracked files matching ``glob`` that contain ``literal`` (the index's content if ``cached``)."""
+    args = ["-c", "core.quotepath=off", "grep", "-l", "-z", "-F", "-e", literal]
+    if cached:
+        args.append("--cached")
+    proc = _git([*args, "--", glob], root)
+    if proc.returncode != 0:  # 1: nothing found; other: not a repository
+        return []
+    return [p for p in proc.stdout.decode("utf-8", "surrogateescape").split("\0") if p]
+
+
 def head_commit(root: Path) -> str | None:
     """The commit HEAD points at, or None (no git, no commit yet)."""
     if not is_git_repo(root):

@@ -1,0 +1,58 @@
+"""``opssecrets check``: the pre-commit guard (thin: options to :mod:`opssecrets.guard.engine`)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from opssecrets.errors import EXIT_FINDINGS, EXIT_OK, BadInput
+
+
+@click.command("check")
+@click.option("--staged", is_flag=True, help="Check what is staged in the git index (the staged content).")
+@click.option("--all", "all_files", is_flag=True, help="Check every tracked file.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"findings": [{"path", "line", "rule", "message"}]}.')
+@click.option("--known", is_flag=True, help="Also report files holding the current value of any secret (needs an identity).")
+@click.option("--jobs", type=click.IntRange(min=1), default=None, help="Worker processes for --all (default: CPU count).")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=str))
+@click.pass_context
+def check(
+    ctx: click.Context, staged: bool, all_files: bool, as_json: bool, known: bool, jobs: int | None, paths: tuple[str, ...]
+) -> int:
+    """Stop plaintext secrets and unencrypted sops files before they reach git.
+
+    With PATHs (what pre-commit passes) checks those files; --staged checks the index;
+    --all checks every tracked file. Exit 0 clean, 1 findings, 2 bad usage, 3 environment.
+    """
+    from opssecrets.guard.engine import CheckOptions, run_check
+    from opssecrets.repo import Repo
+
+    if staged and all_files:
+        raise BadInput("--staged and --all do not go together: pick one")
+    if all_files and paths:
+        raise BadInput("--all checks every tracked file: drop the paths, or drop --all")
+    if not (staged or all_files or paths):
+        raise BadInput("nothing to check: give PATHs, --staged (the git hook) or --all")
+    mode = "staged" if staged else "all" if all_files else "paths"
+    root = Repo.locate(ctx.obj.get("repo") if ctx.obj else None).root
+    report = run_check(root, CheckOptions(mode=mode, paths=paths, known=known, jobs=jobs))
+
+    for note in report.notes:
+        sys.stderr.write(f"opssecrets: note: {note}\n")
+    if as_json:
+        from opssecrets.output import emit_json
+
+        emit_json({"findings": [finding.as_dict() for finding in report.findings]})
+    else:
+        sys.stdout.writelines(finding.render() + "\n" for finding in report.findings)
+        if report.findings:
+            skipped = f", {report.binary} binary skipped" if report.binary else ""
+            sys.stderr.write(
+                f"opssecrets check: {len(report.findings)} finding(s) in {report.checked} file(s){skipped}; "
+                "see docs/guard.md to fix or allow them\n"
+            )
+    return EXIT_FINDINGS if report.findings else EXIT_OK
+
+
+__all__ = ["check"]

@@ -1,0 +1,206 @@
+"""One guard run: gather the files, run every check on each, return findings and notes.
+
+Checks per file: the leak rules (plaintext secrets), the ``.sops.yaml`` rule that covers it
+(a sops file, fully encrypted, with a mac, for the rule's recipients), sops-nix references
+in ``.nix`` files, and with ``known`` the current values of the repository's secrets.
+For ``--all`` on a large tree the leak scan runs in worker processes (forked, so the
+compiled rules and any known values are inherited, never written anywhere).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from opssecrets.guard import sources
+from opssecrets.guard.findings import Finding
+from opssecrets.guard.scanner import LeakScanner, is_binary
+from opssecrets.guard.sopsfiles import CONFIG_NAME, check_covered_file, covering_rule, load_config
+from opssecrets.policy_leaks import load_leak_policy
+
+if TYPE_CHECKING:
+    from opssecrets.guard.known import KnownValue
+
+MODES = ("paths", "staged", "all")
+PARALLEL_MIN_BYTES = 24 << 20  # below this a process pool costs more than it saves
+CHUNK_BYTES = 4 << 20
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    mode: str = "paths"  # "paths", "staged" or "all"
+    paths: tuple[str, ...] = ()
+    known: bool = False
+    jobs: int | None = None  # worker processes for --all; None: the CPU count
+
+
+@dataclass
+class CheckReport:
+    findings: list[Finding] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    checked: int = 0
+    binary: int = 0
+
+    @property
+    def clean(self) -> bool:
+        return not self.findings
+
+
+# Set in the parent before forking workers; the workers inherit it.
+_SCAN_STATE: tuple[LeakScanner, list[KnownValue]] | None = None
+
+
+def _scan_content(rel: str, data: bytes) -> list[Finding]:
+    assert _SCAN_STATE is not None
+    scanner, known = _SCAN_STATE
+    findings = scanner.scan(rel, data)
+    if known and not scanner.path_allowed(rel):
+        from opssecrets.guard.known import known_findings
+
+        findings.extend(known_findings(rel, data, known))
+    return findings
+
+
+def _scan_chunk(root: str, rels: list[str]) -> tuple[list[Finding], list[str], int]:
+    """Read and scan working-tree files (run in a worker, or in-process)."""
+    findings: list[Finding] = []
+    notes: list[str] = []
+    binary = 0
+    for rel in rels:
+        item = sources.read_worktree(Path(root), rel)
+        if item.data is None:
+            notes.append(f"{rel}: {item.note}")
+            continue
+        if is_binary(item.data):
+            binary += 1
+        findings.extend(_scan_content(rel, item.data))
+    return findings, notes, binary
+
+
+def _chunks(items: list[sources.Item]) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    size = 0
+    for item in items:
+        chunk.append(item.rel)
+        size += item.size
+        if size >= CHUNK_BYTES:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
+
+
+def _scan_lazy(root: Path, items: list[sources.Item], jobs: int | None, report: CheckReport) -> None:
+    total = sum(item.size for item in items)
+    workers = jobs if jobs is not None else (os.cpu_count() or 1)
+    chunks = list(_chunks(items))
+    results: Iterable[tuple[list[Finding], list[str], int]]
+    if workers > 1 and total >= PARALLEL_MIN_BYTES and len(chunks) > 1 and hasattr(os, "fork"):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=context) as pool:
+            results = list(pool.map(_scan_chunk, [str(root)] * len(chunks), chunks))
+    else:
+        results = (_scan_chunk(str(root), chunk) for chunk in chunks)
+    for findings, notes, binary in results:
+        report.findings.extend(findings)
+        report.notes.extend(notes)
+        report.binary += binary
+
+
+def run_check(root: Path, options: CheckOptions) -> CheckReport:
+    """Run the guard on ``root`` (the repository root) and return what it found."""
+    global _SCAN_STATE
+    policy = load_leak_policy(root)
+    scanner = LeakScanner(policy)
+    report = CheckReport()
+
+    if options.mode == "staged":
+        items = sources.from_index(root, list(options.paths))
+        read = sources.index_reader(root)
+        config_data = sources.index_reader(root, sources.worktree_reader(root))(CONFIG_NAME)
+    elif options.mode == "all":
+        items = sources.from_tracked(root)
+        read = sources.worktree_reader(root)
+        config_data = read(CONFIG_NAME)
+    else:
+        items = sources.from_paths(root, list(options.paths))
+        read = sources.worktree_reader(root)
+        config_data = read(CONFIG_NAME)
+
+    known: list[KnownValue] = []
+    if options.known:
+        from opssecrets.guard.known import collect_known_values
+        from opssecrets.repo import Repo
+
+        known, known_notes = collect_known_values(Repo(root))
+        report.notes.extend(known_notes)
+    _SCAN_STATE = (scanner, known)
+
+    config = load_config(config_data)
+    if config.problem is not None:
+        report.findings.append(config.problem)
+
+    readable = [item for item in items if item.note is None]
+    report.notes.extend(f"{item.rel}: {item.note}" for item in items if item.note is not None)
+    report.checked = len(readable)
+
+    # The leak scan (and known values): the bulk of the work.
+    lazy = [item for item in readable if item.data is None]
+    loaded = [item for item in readable if item.data is not None]
+    for item in loaded:
+        assert item.data is not None
+        if is_binary(item.data):
+            report.binary += 1
+        report.findings.extend(_scan_content(item.rel, item.data))
+    if lazy:
+        _scan_lazy(root, lazy, options.jobs, report)
+
+    # Structure checks need the content of the few files they apply to.
+    nix_default: str | None = None
+    nix_default_known = False
+    for item in readable:
+        rule = covering_rule(config, item.rel, policy.coverage_skip_suffixes, policy.coverage_skip_paths)
+        is_nix = item.rel.endswith(".nix")
+        if rule is None and not is_nix:
+            continue
+        data = item.data if item.data is not None else read(item.rel)
+        if data is None:
+            continue
+        if rule is not None:
+            report.findings.extend(check_covered_file(item.rel, data, rule))
+        if is_nix and b"sops" in data:
+            from opssecrets.guard.sopsnix import check_nix_file, default_from_files
+
+            if not nix_default_known:
+                nix_default = default_from_files(_nix_files_with_default(root, read, options.mode == "staged"))
+                nix_default_known = True
+            report.findings.extend(check_nix_file(item.rel, data, read, nix_default))
+
+    report.findings = sorted(
+        {
+            f
+            for f in report.findings
+            if (f.path == CONFIG_NAME and f.rule.startswith("sops-config")) or not scanner.path_allowed(f.path)
+        },
+        key=lambda f: (f.path, f.line or 0, f.rule, f.message),
+    )
+    _SCAN_STATE = None
+    return report
+
+
+def _nix_files_with_default(root: Path, read: sources.Reader, cached: bool) -> dict[str, bytes]:
+    """The .nix files that set ``defaultSopsFile`` (found with ``git grep``), as the check reads them."""
+    from opssecrets import git
+
+    out: dict[str, bytes] = {}
+    for rel in git.grep_files(root, "defaultSopsFile", "*.nix", cached=cached):
+        data = read(rel)
+        if data is not None:
+            out[rel] = data
+    return out

@@ -1,0 +1,285 @@
+"""The leak scanner: plaintext secrets in a file's bytes.
+
+Speed comes from never running a regex where it cannot match: one pass of one trie-shaped
+regex over the lower-cased bytes finds every rule keyword and secret-sounding name; a
+pattern rule runs only on a file holding one of its keywords, and the generic rule only
+tries an anchored, bounded match right after each name. Every quantifier is bounded, so a 100,000-character line or a 50 MB
+file costs time linear in its size.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from opssecrets.guard import validators
+from opssecrets.guard.findings import Finding, fingerprint, redact
+from opssecrets.policy_leaks import GenericRule, LeakPolicy, LeakRule
+
+ALLOW_MARKER = b"opssecrets: allow"
+BINARY_SNIFF = 8192
+_NAME_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+_NAME_REACH = 64
+DENSE_NAME_HITS = 20_000  # above this many names in one file, filter assignments in one regex pass
+
+# After a secret-sounding word (in the lower-cased bytes): the rest of the name, an optional
+# closing quote, an assignment operator, then a value quoted (with an optional b/r/f prefix)
+# or bare, at least min_length long. `==`, `!=`, `<=`, `::` are not assignments.
+_TAIL = (
+    rb"""([a-z0-9_.\-]{0,64})["']?[ \t]*(?::=|=>|:(?![:=])|=(?![=~]))[ \t]*"""
+    rb"""(?:[bruf]{0,2}(["'`])([^"'`\r\n]{%d,512}?)\2|([^\s"'`#;,(){}\[\]<>]{%d,512}))"""
+)
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_WORDISH = re.compile(r"[a-z]+(?:[_.-][a-z]+)*|[A-Z]+(?:_[A-Z]+)*|[A-Za-z_]+(?:\.[A-Za-z_]+)+|[0-9]+")
+_REFERENCE_PREFIXES = (
+    "ENC[",
+    "$",
+    "%",
+    "{{",
+    "<",
+    "/",
+    "./",
+    "../",
+    "~/",
+    "config.",
+    "cfg.",
+    "self.",
+    "http://",
+    "https://",
+    "file:",
+    "age1",
+    "sha256-",
+    "sha512-",
+    "sha1-",
+    "ssh-",
+    "ecdsa-",
+    "env:",
+    "vault:",
+    "op://",
+    "!",
+)
+
+
+def is_binary(data: bytes) -> bool:
+    return b"\0" in data[:BINARY_SNIFF]
+
+
+def literal_trie(words: list[bytes]) -> bytes:
+    """One regex alternation shaped as a trie: sre walks shared prefixes once."""
+    trie: dict[int | None, Any] = {}
+    for word in words:
+        node = trie
+        for byte in word:
+            node = node.setdefault(byte, {})
+        node[None] = {}
+
+    def build(node: dict[int | None, Any]) -> bytes:
+        branches = [
+            re.escape(bytes([key])) + build(child) for key, child in sorted((k, v) for k, v in node.items() if k is not None)
+        ]
+        if not branches:
+            return b""
+        ends_here = None in node
+        if len(branches) == 1 and not ends_here:
+            return branches[0]
+        group = b"(?:" + b"|".join(branches) + b")"
+        return group + b"?" if ends_here else group
+
+    return build(trie)
+
+
+@dataclass(frozen=True)
+class _Hit:
+    start: int
+    rule: str
+    message: str
+    secret: bytes
+
+
+class _CompiledRule:
+    __slots__ = ("pattern", "rule")
+
+    def __init__(self, rule: LeakRule) -> None:
+        self.rule = rule
+        self.pattern = re.compile(rule.regex.encode("utf-8"))
+
+
+class LeakScanner:
+    """Compiled once from a :class:`LeakPolicy`; :meth:`scan` is safe to call per file.
+
+    One pass of one regex (every rule keyword and every secret-sounding name, lower-cased,
+    as a trie) over the lower-cased bytes tells which rules can match and where the names
+    are; only those rules' own regexes then run, on the original bytes.
+    """
+
+    def __init__(self, policy: LeakPolicy) -> None:
+        self.policy = policy
+        self._rules = [_CompiledRule(rule) for rule in policy.rules]
+        self._generic: GenericRule | None = policy.generic
+        self._placeholders = policy.placeholders
+        self._rules_for: dict[bytes, list[_CompiledRule]] = {}
+        for compiled in self._rules:
+            for keyword in compiled.rule.keywords:
+                self._rules_for.setdefault(keyword.lower(), []).append(compiled)
+        self._names: frozenset[bytes] = (
+            frozenset(n.encode("utf-8") for n in self._generic.names) if self._generic else frozenset()
+        )
+        literals = sorted(set(self._rules_for) | self._names)
+        self._gate = re.compile(literal_trie(literals)) if literals else None
+        length = max(1, self._generic.min_length) if self._generic else 1
+        self._tail = re.compile(_TAIL % (length, length))
+        names_alternation = literal_trie(sorted(self._names)) if self._names else b"(?!)"
+        self._dense = re.compile(b"(?:" + names_alternation + b")" + _TAIL % (length, length))
+
+    def path_allowed(self, rel: str) -> bool:
+        return any(fnmatch.fnmatchcase(rel, pattern) for pattern in self.policy.allow_paths)
+
+    def scan(self, rel: str, data: bytes) -> list[Finding]:
+        """Findings for one file's content (empty for an allowlisted path or a binary file)."""
+        if not data or self._gate is None or self.path_allowed(rel) or is_binary(data):
+            return []
+        lowered = data.lower()
+        found = self._gate.findall(lowered)
+        if not found:
+            return []
+        hits: list[_Hit] = []
+        present = set(found)
+        to_run: dict[int, _CompiledRule] = {}
+        for literal in present:
+            for compiled in self._rules_for.get(literal, ()):
+                to_run[id(compiled)] = compiled
+        for compiled in sorted(to_run.values(), key=self._rules.index):
+            hits.extend(self._pattern_hits(compiled, data))
+        if self._generic is not None and not present.isdisjoint(self._names):
+            name_hits = len(found) if len(found) <= DENSE_NAME_HITS else sum(1 for word in found if word in self._names)
+            hits.extend(self._generic_hits(self._generic, data, lowered, name_hits))
+        if not hits:
+            return []
+        return self._to_findings(rel, data, hits)
+
+    # -- pattern rules -------------------------------------------------------------------
+
+    def _is_placeholder(self, secret: bytes) -> bool:
+        lowered = secret.decode("utf-8", "replace").lower()
+        return any(word in lowered for word in self._placeholders)
+
+    def _pattern_hits(self, compiled: _CompiledRule, data: bytes) -> list[_Hit]:
+        rule = compiled.rule
+        out: list[_Hit] = []
+        for match in compiled.pattern.finditer(data):
+            secret = match.group(rule.secret_group) or match.group(0)
+            whole = match.group(0)
+            if rule.validate == "matrix-crc32" and not validators.matrix_checksum_ok(whole):
+                continue
+            if rule.validate == "age-bech32" and not validators.age_identity_ok(whole):
+                continue
+            if rule.validate == "pem-body":
+                if not validators.pem_body_ok(data, match.end()):
+                    continue
+                message = f"{rule.description} ({whole.strip(b'-').decode('ascii', 'replace')}); remove it and replace the key"
+                out.append(_Hit(match.start(), rule.id, message, whole + data[match.end() : match.end() + 256]))
+                continue
+            if rule.validate == "entropy" and validators.shannon_entropy(secret) < rule.min_entropy:
+                continue
+            if self._is_placeholder(whole):
+                continue
+            message = f"{rule.description} {redact(whole)!s}; remove it, revoke it, and store it with sops"
+            out.append(_Hit(match.start(), rule.id, message, whole))
+        return out
+
+    # -- the generic rule ----------------------------------------------------------------
+
+    def _assignments(self, lowered: bytes, name_hits: int) -> Iterator[tuple[int, re.Match[bytes]]]:
+        """(name word start, match of the tail: name rest, operator, value) for each candidate.
+
+        Sparse files: an anchored match right after each name the gate found. Dense files
+        (a log with a name on every line): one C-level pass of name+tail, so Python never
+        loops over the hundreds of thousands of names that have no long value after them.
+        """
+        if name_hits > DENSE_NAME_HITS:
+            for match in self._dense.finditer(lowered):
+                yield match.start(), match
+            return
+        assert self._gate is not None
+        names, tail = self._names, self._tail
+        for word in self._gate.finditer(lowered):
+            if word.group(0) in names:
+                assignment = tail.match(lowered, word.end())
+                if assignment is not None:
+                    yield word.start(), assignment
+
+    def _generic_hits(self, generic: GenericRule, data: bytes, lowered: bytes, name_hits: int) -> list[_Hit]:
+        out: list[_Hit] = []
+        seen_ends: set[int] = set()
+        for start, assignment in self._assignments(lowered, name_hits):
+            end = assignment.end(1)
+            if end in seen_ends:
+                continue
+            seen_ends.add(end)
+            floor = max(0, start - _NAME_REACH)
+            while start > floor and data[start - 1] in _NAME_CHARS:
+                start -= 1
+            name = lowered[start:end].rstrip(b".-")
+            if self._name_ignored(generic, name):
+                continue
+            value_group = 3 if assignment.group(3) is not None else 4
+            value = data[assignment.start(value_group) : assignment.end(value_group)]
+            if not self._value_is_secret(generic, value):
+                continue
+            shown = name.decode("utf-8", "replace")
+            message = f"{generic.description}: {shown} = {redact(value)}; move the value into a sops file"
+            out.append(_Hit(assignment.start(value_group), generic.id, message, value))
+        return out
+
+    @staticmethod
+    def _name_ignored(generic: GenericRule, name: bytes) -> bool:
+        text = name.decode("utf-8", "replace")
+        return any(text.endswith(suffix) for suffix in generic.ignore_name_suffixes)
+
+    def _value_is_secret(self, generic: GenericRule, raw: bytes) -> bool:
+        if len(raw) < generic.min_length:
+            return False
+        value = raw.decode("utf-8", "replace")
+        if any(ch.isspace() for ch in value) or value.startswith(_REFERENCE_PREFIXES):
+            return False
+        if "ENC[" in value or "/nix/store/" in value or "${" in value:
+            return False
+        if _UUID.fullmatch(value) or _WORDISH.fullmatch(value):
+            return False
+        classes = sum((any(c.islower() for c in value), any(c.isupper() for c in value), any(c.isdigit() for c in value)))
+        if classes < 2:
+            return False
+        if self._is_placeholder(raw):
+            return False
+        wanted = min(generic.min_entropy, 0.85 * math.log2(len(value)))
+        return validators.shannon_entropy(value) >= wanted
+
+    # -- lines, allow comments, allowlisted fingerprints -----------------------------------
+
+    def _to_findings(self, rel: str, data: bytes, hits: list[_Hit]) -> list[Finding]:
+        hits.sort(key=lambda hit: hit.start)
+        allowed = self.policy.allow_fingerprints
+        findings: list[Finding] = []
+        line = 1
+        counted_to = 0
+        line_start = line_end = -1
+        line_allowed = False
+        for hit in hits:
+            line += data.count(b"\n", counted_to, hit.start)
+            counted_to = hit.start
+            if not line_start <= hit.start < line_end:
+                line_start = data.rfind(b"\n", 0, hit.start) + 1
+                found = data.find(b"\n", hit.start)
+                line_end = len(data) if found < 0 else found
+                line_allowed = ALLOW_MARKER in data[line_start:line_end]
+            if line_allowed:
+                continue
+            print_fingerprint = fingerprint(hit.secret)
+            if print_fingerprint in allowed:
+                continue
+            findings.append(Finding(rel, line, hit.rule, f"{hit.message} (fingerprint {print_fingerprint})"))
+        return findings

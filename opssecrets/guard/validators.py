@@ -1,0 +1,63 @@
+"""Checks that tell a real secret from text that merely has its shape."""
+
+from __future__ import annotations
+
+import math
+import re
+import zlib
+from collections import Counter
+
+from opssecrets.keys import IDENTITY_HRP, bech32_decode
+
+_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def base62(number: int, minwidth: int = 1) -> str:
+    """Synapse's base62 (digits, upper, lower), zero-padded to ``minwidth``."""
+    out = ""
+    while number:
+        number, rem = divmod(number, 62)
+        out = _BASE62[rem] + out
+    return "0" * (minwidth - len(out)) + out
+
+
+def matrix_checksum_ok(token: bytes) -> bool:
+    """Synapse tokens end in ``_`` + base62(CRC32(everything before it)), at least 6 wide."""
+    body, sep, check = token.rpartition(b"_")
+    if not sep:
+        return False
+    return base62(zlib.crc32(body), 6).encode("ascii") == check
+
+
+def age_identity_ok(text: bytes) -> bool:
+    decoded = bech32_decode(text.decode("ascii", "replace"))
+    return decoded is not None and decoded[0] == IDENTITY_HRP and len(decoded[1]) == 32
+
+
+_PEM_HEADER = re.compile(rb"[A-Za-z-]+:[^\n]*\n")
+_BASE64_RUN = re.compile(rb"[A-Za-z0-9+/=\r\n\t ]*")
+
+
+def pem_body_ok(data: bytes, end: int) -> bool:
+    """A private key block has a real body: 64+ base64 characters after the BEGIN line.
+
+    Documentation shows ``-----BEGIN ... PRIVATE KEY-----`` followed by ``...`` or nothing;
+    that is not a key. Looks at most 4 KiB past the header, so a huge file stays linear.
+    """
+    window = data[end : end + 4096].lstrip(b"\r\n")
+    while True:
+        header = _PEM_HEADER.match(window)
+        if header is None:
+            break
+        window = window[header.end() :]
+    body = _BASE64_RUN.match(window)
+    run = body.group(0) if body else b""
+    return sum(1 for ch in run if ch not in b"\r\n\t ") >= 64
+
+
+def shannon_entropy(text: bytes | str) -> float:
+    if not text:
+        return 0.0
+    counts = Counter(text)
+    total = len(text)
+    return -sum(c / total * math.log2(c / total) for c in counts.values())
