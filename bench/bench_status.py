@@ -40,7 +40,8 @@ def sh(args: list[str], cwd: Path, env: dict[str, str], stdin: bytes | None = No
 def build(base: Path, files: int, env: dict[str, str], admin: str) -> None:
     (base / "secrets").mkdir(parents=True)
     (base / ".sops.yaml").write_text(
-        f"keys:\n  - &admin_dan {admin}\ncreation_rules:\n  - path_regex: ^secrets/\n    key_groups:\n      - age:\n          - *admin_dan\n"
+        f"keys:\n  - &admin_dan {admin}\ncreation_rules:\n"
+        "  - path_regex: ^secrets/\n    key_groups:\n      - age:\n          - *admin_dan\n"
     )
     sample = base / "secrets" / "s0000.yaml"
     sample.write_text("".join(f"key-{i}: {secrets.token_urlsafe(16)}\n" for i in range(KEYS)))
