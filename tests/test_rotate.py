@@ -529,3 +529,21 @@ def test_keys_sops_nix_cannot_name_are_refused(platform: Platform) -> None:
     assert platform.repo.snapshot() == before
     r = platform.repo.ops("rotate", "nested/inner", "--file", "secrets/odd.yaml", "--stdin", stdin="new-value")
     assert r.code == 0, r
+
+
+@pytest.mark.parametrize(
+    ("rel", "plaintext", "key", "index"),
+    [
+        ("secrets/app.env", "API_KEY=abc\nOTHER=x\n", "API_KEY", '["API_KEY"]'),
+        ("secrets/app.json", '{"db": {"password": "p", "user": "u"}}', "db/password", '["db"]["password"]'),
+        ("secrets/app.ini", "[main]\ntoken = t\n", "main/token", '["main"]["token"]'),
+    ],
+)
+def test_other_sops_formats(repo: OpsRepo, rel: str, plaintext: str, key: str, index: str) -> None:
+    make_platform(repo)
+    repo.encrypt(rel, plaintext)
+    new = "fresh-" + secrets.token_hex(8)
+    r = repo.ops("rotate", key, "--file", rel, "--stdin", stdin=new)
+    assert r.code == 0, r
+    proc = repo.sops("decrypt", "--extract", index, rel)
+    assert proc.returncode == 0 and proc.stdout.decode() == new
