@@ -148,7 +148,7 @@ keys:
   - &admin_dan {dan}
   - &host_clarun {host}
 creation_rules:
-  - path_regex: ^secrets/[^/]+\\.yaml$
+  - path_regex: ^secrets/[^/]+\\.(yaml|json|env|ini)$
     key_groups:
       - age:
           - *admin_dan
