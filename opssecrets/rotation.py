@@ -59,9 +59,13 @@ def _read_sops_file(repo: Repo, relpath: str) -> SecretFile | None:
 
 
 def _file_relpath(repo: Repo, file: str) -> str:
+    """``--file`` relative to the repository root if it names a file there, else to the
+    working directory; never outside the repository."""
     path = Path(file)
     if not path.is_absolute() and (repo.root / path).exists():
-        return Path(os.path.normpath(path)).as_posix()
+        rel = Path(os.path.normpath(path)).as_posix()
+        if rel != ".." and not rel.startswith("../"):
+            return rel
     return repo.relpath(path)
 
 

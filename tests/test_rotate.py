@@ -547,3 +547,11 @@ def test_other_sops_formats(repo: OpsRepo, rel: str, plaintext: str, key: str, i
     assert r.code == 0, r
     proc = repo.sops("decrypt", "--extract", index, rel)
     assert proc.returncode == 0 and proc.stdout.decode() == new
+
+
+def test_file_outside_the_repository_is_refused(platform: Platform) -> None:
+    outside = platform.root.parent / "elsewhere.yaml"
+    outside.write_bytes((platform.root / SECRETS).read_bytes())
+    for given in ("../elsewhere.yaml", str(outside)):
+        r = platform.repo.ops("rotate", "acme-email", "--file", given, "--stdin", stdin="x@clarun.example")
+        assert r.code == 2 and "outside the repository" in r.err, r
