@@ -165,3 +165,28 @@ def test_redirects_are_not_followed_so_the_token_stays_put(service: FakeService)
         server.server_close()
     assert "redirect (HTTP 307)" in caught.value.message
     assert service.requests == []  # the token never reached the redirect's target
+
+
+def test_printed_next_steps_run_as_printed(platform: Platform, service: FakeService, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commands in rotate's next steps (from the policy) are real: run them as printed."""
+    import os
+    import shlex
+    import subprocess
+
+    monkeypatch.setenv("OPSSECRETS_HOMESERVER", service.url)
+    r = platform.repo.ops("rotate", "matrix-registration-token", "--generate")
+    assert r.code == 0, r
+    steps = [line.split(". ", 1)[1] for line in r.out.splitlines() if line.startswith("  ") and ". " in line]
+    verify_step = next(step for step in steps if "opssecrets verify" in step)
+    read_step = next(step for step in steps if "sops decrypt --extract" in step)
+    new = platform.value("matrix-registration-token")
+    # before the deploy the homeserver does not know the token; after it, it does
+    args = shlex.split(verify_step.split(": ", 1)[1])
+    assert args[0] == "opssecrets"
+    assert platform.repo.ops(*args[1:]).code == 1
+    service.valid.add(new)
+    assert platform.repo.ops(*args[1:]).code == 0
+    command = shlex.split(read_step.split(": ", 1)[1])
+    env = dict(os.environ) | {"SOPS_AGE_KEY": platform.repo.operator.identity, "SOPS_DISABLE_VERSION_CHECK": "1"}
+    proc = subprocess.run(command, cwd=platform.root, env=env, capture_output=True, text=True, check=False, timeout=60)
+    assert proc.returncode == 0 and proc.stdout == new
