@@ -64,13 +64,17 @@ def tracked_files(root: Path) -> list[str]:
 
 
 def state_dir(root: Path) -> Path:
-    """Where locks and staging live: inside ``.git`` (invisible to git), else ``.opssecrets/``."""
+    """Where locks and staging live: inside the git dir (invisible to git, also for worktrees,
+    where ``.git`` is a file), else ``.opssecrets/run/``. Always on the repository's own
+    filesystem, so a staged file can be renamed over the original atomically."""
     git_dir = root / ".git"
-    base = git_dir if git_dir.is_dir() else root / ".opssecrets"
-    return base / "opssecrets"
-
-
-# -- the index, for `opssecrets check --staged` -----------------------------------------------
+    if git_dir.is_dir():
+        return git_dir / "opssecrets"
+    if git_dir.is_file():
+        proc = _git(["rev-parse", "--absolute-git-dir"], root)
+        if proc.returncode == 0:
+            return Path(proc.stdout.decode().strip()) / "opssecrets"
+    return root / ".opssecrets" / "run"
 
 
 def staged_changes(root: Path, pathspecs: list[str] | None = None) -> list[tuple[str, str, str, str]]:
