@@ -5,27 +5,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+import guard_support as tok
 import pytest
-
-from tests import guard_tokens as tok
-from tests.conftest import OpsRepo
-
-
-def findings(repo: OpsRepo, *args: str) -> list[dict[str, object]]:
-    result = repo.ops("check", "--json", *args)
-    assert result.code in (0, 1), result
-    payload = json.loads(result.out)
-    assert set(payload) == {"findings"}
-    for finding in payload["findings"]:
-        assert set(finding) == {"path", "line", "rule", "message"}
-    assert (result.code == 1) == bool(payload["findings"]), result
-    return list(payload["findings"])
-
-
-def assert_redacted(secret: str, output: str) -> None:
-    """At most the first four characters of ``secret`` appear: no 6-character window past them."""
-    for i in range(1, len(secret) - 5):
-        assert secret[i : i + 6] not in output, f"characters {i}..{i + 6} of the secret leaked"
+from conftest import OpsRepo
+from guard_support import assert_redacted, findings
 
 
 def rules_in(repo: OpsRepo, rel: str, text: str) -> list[str]:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import re
 
+import guard_support as tok
 import pytest
-
-from tests import guard_tokens as tok
-from tests.conftest import AgeKey, OpsRepo
-from tests.test_guard_rules import findings
+from conftest import AgeKey, OpsRepo
+from guard_support import findings
 
 
 def sops_config(repo: OpsRepo, *recipients: str, extra: str = "") -> None:

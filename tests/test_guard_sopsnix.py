@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from tests import guard_tokens as tok
-from tests.conftest import OpsRepo
-from tests.test_guard_rules import findings
+import guard_support as tok
+from conftest import OpsRepo
+from guard_support import findings
 
 
 def setup_secrets(repo: OpsRepo) -> None:
@@ -63,8 +63,7 @@ def test_unresolvable_sops_file_is_not_guessed(repo: OpsRepo) -> None:
     setup_secrets(repo)
     repo.write(
         "hosts/x.nix",
-        '{ config, ... }: {\n  sops.defaultSopsFile = ../secrets/${config.networking.hostName}.yaml;\n'
-        '  sops.secrets.anything = {};\n}\n',
+        "{ config, ... }: {\n  sops.defaultSopsFile = ../secrets/${config.networking.hostName}.yaml;\n  sops.secrets.anything = {};\n}\n",
     )
     assert findings(repo, "hosts/x.nix") == []
 
