@@ -46,16 +46,16 @@ def mask(text: str) -> str:
         if special is None:
             break
         start = special.start()
-        token = special.group(0)
-        if token == "#":
+        opener = special.group(0)
+        if opener == "#":
             end = text.find("\n", start)
             end = n if end < 0 else end
             pieces += [text[i:start], " " * (end - start)]
-        elif token == "/*":
+        elif opener == "/*":
             end = text.find("*/", start + 2)
             end = n if end < 0 else end + 2
             pieces += [text[i:start], _blank(text[start:end], " ")]
-        elif token == '"':
+        elif opener == '"':
             body = _DOUBLE_QUOTED_END.match(text, start + 1)
             assert body is not None  # the pattern matches the empty string
             close = body.start(1)
