@@ -97,6 +97,10 @@ token_path: /run/secrets/slack_bot_token
 password = getpass.getpass()
 if token == "abc": pass
 some_token: slack_bot_token_production_value
+PROJECT_SECRETS = f"secrets/projects/{{PROJECT}}/secrets.yaml"
+SECRETS = "matrix-registration-token: reg-0001\\nacme-email: ops@example.invalid\\n"
+forgejo-db-password: old-password-1
+secret_store: secrets/prod/matrix.yaml
 """
     repo.write("conf/app.yaml", text)
     found = findings(repo, "conf/app.yaml")

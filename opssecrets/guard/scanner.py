@@ -31,8 +31,9 @@ DENSE_NAME_HITS = 20_000  # above this many names in one file, filter assignment
 # or bare, at least min_length long. `==`, `!=`, `<=`, `::` are not assignments.
 _TAIL = (
     rb"""([a-z0-9_.\-]{0,64})["']?[ \t]*(?::=|=>|:(?![:=])|=(?![=~]))[ \t]*"""
-    rb"""(?:[bruf]{0,2}(["'`])([^"'`\r\n]{%d,512}?)\2|([^\s"'`#;,(){}\[\]<>]{%d,512}))"""
+    rb"""(?:[bruf]{0,2}(["'`])([^"'`\\\r\n]{%d,512}?)\2|([^\s"'`#;,(){}\[\]<>\\]{%d,512}))"""
 )
+_PATHISH = re.compile(r"[a-z0-9_.~-]+(?:/[a-z0-9_.~-]*)+")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _WORDISH = re.compile(r"[a-z]+(?:[_.-][a-z]+)*|[A-Z]+(?:_[A-Z]+)*|[A-Za-z_]+(?:\.[A-Za-z_]+)+|[0-9]+")
 _REFERENCE_PREFIXES = (
@@ -246,7 +247,12 @@ class LeakScanner:
         value = raw.decode("utf-8", "replace")
         if any(ch.isspace() for ch in value) or value.startswith(_REFERENCE_PREFIXES):
             return False
-        if "ENC[" in value or "/nix/store/" in value or "${" in value:
+        if "ENC[" in value or "/nix/store/" in value or "{" in value or "}" in value:
+            return False  # ciphertext, store paths, ${VAR} / {{ var }} / f"{x}" templates
+        lowered = value.lower()
+        if any(name in lowered for name in generic.names):
+            return False  # "old-password-1", "my_api_token_here": a name, not a secret
+        if _PATHISH.fullmatch(value):
             return False
         if _UUID.fullmatch(value) or _WORDISH.fullmatch(value):
             return False
