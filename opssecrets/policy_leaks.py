@@ -187,9 +187,7 @@ def _merge(policy: LeakPolicy | None, path: Path) -> LeakPolicy:
     fingerprints = reader.strings(allow, "fingerprints", "fingerprints")
     for fingerprint in fingerprints:
         if not re.fullmatch(r"sha256:[0-9a-f]{16}", fingerprint):
-            raise reader.fail(
-                f"fingerprint {fingerprint!r} must look like sha256:<16 hex> as printed with a finding", fingerprint
-            )
+            raise reader.fail(f"fingerprint {fingerprint!r} must look like sha256:<16 hex> as printed with a finding", fingerprint)
 
     base_generic = policy.generic if policy is not None else None
     generic = base_generic

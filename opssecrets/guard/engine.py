@@ -44,10 +44,6 @@ class CheckReport:
     checked: int = 0
     binary: int = 0
 
-    @property
-    def clean(self) -> bool:
-        return not self.findings
-
 
 # Set in the parent before forking workers; the workers inherit it.
 _SCAN_STATE: tuple[LeakScanner, list[KnownValue]] | None = None

@@ -79,9 +79,7 @@ def literal_trie(words: list[bytes]) -> bytes:
         node[None] = {}
 
     def build(node: dict[int | None, Any]) -> bytes:
-        branches = [
-            re.escape(bytes([key])) + build(child) for key, child in sorted((k, v) for k, v in node.items() if k is not None)
-        ]
+        branches = [re.escape(bytes([key])) + build(child) for key, child in sorted((k, v) for k, v in node.items() if k is not None)]
         if not branches:
             return b""
         ends_here = None in node
@@ -126,9 +124,7 @@ class LeakScanner:
         for compiled in self._rules:
             for keyword in compiled.rule.keywords:
                 self._rules_for.setdefault(keyword.lower(), []).append(compiled)
-        self._names: frozenset[bytes] = (
-            frozenset(n.encode("utf-8") for n in self._generic.names) if self._generic else frozenset()
-        )
+        self._names: frozenset[bytes] = frozenset(n.encode("utf-8") for n in self._generic.names) if self._generic else frozenset()
         literals = sorted(set(self._rules_for) | self._names)
         self._gate = re.compile(literal_trie(literals)) if literals else None
         length = max(1, self._generic.min_length) if self._generic else 1

@@ -13,18 +13,17 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from opssecrets.guard.findings import Finding
+from opssecrets.guard.sources import Reader
 from opssecrets.secretfile import file_format, parse_tree
 
 RULE_MISSING_KEY = "sops-nix-missing-key"
 RULE_MISSING_FILE = "sops-nix-missing-file"
-
-Reader = Callable[[str], bytes | None]
 
 
 _SPECIAL = re.compile(r"#|/\*|\"|''")
