@@ -122,3 +122,20 @@ def test_catch_all_rule_does_not_flag_source_files(repo: OpsRepo) -> None:
     repo.write("modules/vpn/keys.yaml", "private: plain\n")
     found = findings(repo, "modules/vpn/default.nix", "modules/vpn/README.md", "modules/vpn/keys.yaml")
     assert summary(found) == [("modules/vpn/keys.yaml", None, "sops-unencrypted")]
+
+
+def test_encrypted_suffix_with_mac_only_encrypted(repo: OpsRepo) -> None:
+    repo.write(
+        ".sops.yaml",
+        f"creation_rules:\n  - path_regex: ^secrets/\n    age: {repo.operator.recipient}\n"
+        "    encrypted_suffix: _secret\n    mac_only_encrypted: true\n",
+    )
+    path = repo.encrypt("secrets/app.yaml", f"host: db.internal\nport: 5432\ndb_secret: {tok.rand(20)}\n")
+    text = path.read_text()
+    assert "host: db.internal" in text
+    assert "mac_only_encrypted: true" in text
+    assert findings(repo, "secrets/app.yaml") == []
+    path.write_text(text.replace("port: 5432\n", "port: 5432\napi_secret: pasted\n", 1))
+    found = findings(repo, "secrets/app.yaml")
+    assert [(f["line"], f["rule"]) for f in found] == [(3, "sops-plaintext-value")]
+    assert "api_secret" in str(found[0]["message"])
