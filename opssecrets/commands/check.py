@@ -52,5 +52,3 @@ def check(ctx: click.Context, staged: bool, all_files: bool, as_json: bool, know
             )
     return EXIT_FINDINGS if report.findings else EXIT_OK
 
-
-__all__ = ["check"]
