@@ -44,6 +44,12 @@ def test_each_token_kind_is_found_with_line_and_redacted(repo: OpsRepo, rule: st
     assert_redacted(secret, result.out + result.err)
 
 
+def test_a_known_token_assigned_to_a_secret_name_is_one_finding(repo: OpsRepo) -> None:
+    repo.write("bridge.env", f"SLACK_APP_TOKEN={tok.slack_app()}\nSLACK_BOT_TOKEN='{tok.slack_bot()}'\n")
+    found = findings(repo, "bridge.env")
+    assert [(f["line"], f["rule"]) for f in found] == [(1, "slack-app-token"), (2, "slack-bot-token")]
+
+
 def test_private_key_blocks(repo: OpsRepo) -> None:
     text = "x\n" + tok.pem_block("RSA ") + tok.pem_block("EC ") + tok.pem_block("") + tok.openssh_block()
     text += "-----BEGIN PGP " + "PRIVATE KEY BLOCK-----\n\n" + tok.rand(300) + "\n-----END PGP PRIVATE KEY BLOCK-----\n"

@@ -153,7 +153,10 @@ class LeakScanner:
             hits.extend(self._pattern_hits(compiled, data))
         if self._generic is not None and not present.isdisjoint(self._names):
             name_hits = len(found) if len(found) <= DENSE_NAME_HITS else sum(1 for word in found if word in self._names)
-            hits.extend(self._generic_hits(self._generic, data, lowered, name_hits))
+            spans = [(hit.start, hit.start + len(hit.secret)) for hit in hits]
+            generic = self._generic_hits(self._generic, data, lowered, name_hits)
+            # a value a specific rule already named (SLACK_APP_TOKEN=xapp-...) is one finding, not two
+            hits.extend(hit for hit in generic if not any(start <= hit.start < end for start, end in spans))
         if not hits:
             return []
         return self._to_findings(rel, data, hits)
