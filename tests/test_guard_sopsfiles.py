@@ -139,3 +139,14 @@ def test_encrypted_suffix_with_mac_only_encrypted(repo: OpsRepo) -> None:
     found = findings(repo, "secrets/app.yaml")
     assert [(f["line"], f["rule"]) for f in found] == [(3, "sops-plaintext-value")]
     assert "api_secret" in str(found[0]["message"])
+
+
+def test_multi_document_yaml(repo: OpsRepo) -> None:
+    sops_config(repo)
+    path = repo.encrypt("secrets/multi.yaml", f"a: {tok.rand(20)}\n---\nb: {tok.rand(20)}\n")
+    assert path.read_text().count("\nsops:\n") == 2
+    assert findings(repo, "secrets/multi.yaml") == []
+    path.write_text(path.read_text().replace("\n---\n", "\n---\npasted: plain\n", 1))
+    found = findings(repo, "secrets/multi.yaml")
+    assert [f["rule"] for f in found] == ["sops-plaintext-value"]
+    assert "pasted" in str(found[0]["message"])

@@ -122,9 +122,6 @@ def _yaml_leaves(text: str) -> Iterator[_Leaf]:
     import yaml
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    root = yaml.compose(text, Loader=loader)
-    if not isinstance(root, yaml.MappingNode):
-        return
 
     def walk(node: yaml.Node, path: tuple[str, ...]) -> Iterator[_Leaf]:
         if isinstance(node, yaml.MappingNode):
@@ -140,7 +137,21 @@ def _yaml_leaves(text: str) -> Iterator[_Leaf]:
             is_null = node.tag == "tag:yaml.org,2002:null"
             yield _Leaf(path, None if is_null else str(node.value), node.start_mark.line + 1)
 
-    yield from walk(root, ())
+    for root in yaml.compose_all(text, Loader=loader):  # sops writes one sops block per document
+        if isinstance(root, yaml.MappingNode):
+            yield from walk(root, ())
+
+
+def _yaml_metadata(text: str) -> SopsMetadata:
+    """The metadata of a (possibly multi-document) YAML sops file: every document needs its own."""
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    documents = [doc for doc in yaml.load_all(text, Loader=loader) if doc is not None]
+    if not documents:
+        raise NotASopsFile("empty")
+    metadata = [metadata_from(doc.get("sops") if isinstance(doc, dict) else None) for doc in documents]
+    return metadata[0]
 
 
 def _flat_leaves(text: str, fmt: str) -> Iterator[_Leaf]:
@@ -187,8 +198,11 @@ def check_covered_file(rel: str, data: bytes, rule: CreationRule) -> list[Findin
             )
         ]
     try:
-        _, raw_meta = parse_tree(Path(rel), text)
-        metadata = metadata_from(raw_meta)
+        if fmt == "yaml":
+            metadata = _yaml_metadata(text)
+        else:
+            _, raw_meta = parse_tree(Path(rel), text)
+            metadata = metadata_from(raw_meta)
     except NotASopsFile:
         return [
             Finding(
