@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,6 @@ class LeakPolicy:
     allow_fingerprints: frozenset[str] = frozenset()
     coverage_skip_suffixes: tuple[str, ...] = ()
     coverage_skip_paths: tuple[str, ...] = ()
-    sources: tuple[str, ...] = field(default=())
 
 
 def default_policy_file() -> Path:
@@ -223,7 +222,6 @@ def _merge(policy: LeakPolicy | None, path: Path) -> LeakPolicy:
             allow_fingerprints=frozenset(fingerprints),
             coverage_skip_suffixes=reader.strings(coverage, "skip_suffixes", "skip_suffixes"),
             coverage_skip_paths=reader.strings(coverage, "skip_paths", "skip_paths"),
-            sources=(str(path),),
         )
     replaced = {rule.id: rule for rule in rules}
     merged_rules = tuple(replaced.pop(rule.id, rule) for rule in policy.rules) + tuple(replaced.values())
@@ -235,7 +233,6 @@ def _merge(policy: LeakPolicy | None, path: Path) -> LeakPolicy:
         allow_fingerprints=policy.allow_fingerprints | frozenset(fingerprints),
         coverage_skip_suffixes=policy.coverage_skip_suffixes + reader.strings(coverage, "skip_suffixes", "skip_suffixes"),
         coverage_skip_paths=policy.coverage_skip_paths + reader.strings(coverage, "skip_paths", "skip_paths"),
-        sources=(*policy.sources, str(path)),
     )
 
 
