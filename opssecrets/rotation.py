@@ -405,7 +405,7 @@ def _finish_unfinished(repo: Repo, policy: Policy, target: Target) -> RotationOu
                 ledger.record_data_key_rotation(target.relpath, when)
         _pending_path(repo).unlink(missing_ok=True)
     steps = target.kind.runbook_steps(file=target.relpath, key=target.key, deploy=policy.platform.deploy)
-    reasons = ["finished by this run"] if note.get("data_key_rotated") else []
+    reasons = ["by the interrupted run"] if note.get("data_key_rotated") else []
     return RotationOutcome(target, None, "an interrupted run had written this value; recorded it now", reasons, by, when, steps)
 
 

@@ -60,12 +60,14 @@ def repo_lock(repo: Repo) -> Iterator[None]:
 def _clear_stale_stages(repo: Repo) -> None:
     """What a killed run leaves behind, removed under the lock (so no live run owns it):
     staging folders (ciphertext copies only) and the temp file of an unfinished
-    ``.sops.yaml`` write (``write_atomic`` names it ``.<name>.<random>.tmp``) or ledger save."""
+    ``.sops.yaml`` write (``write_atomic`` names it ``.<name>.<random>.tmp``), of a ledger
+    save, or of a rotation's pending note."""
     state = repo.state_dir
     for stale in [*state.glob("stage-*"), *state.glob("staging/rotate-*")]:
         shutil.rmtree(stale, ignore_errors=True)
     ledger_folder = (repo.root / LEDGER_PATH).parent
-    for leftover in [*repo.root.glob(f".{repo.config_path.name}.*.tmp"), *ledger_folder.glob(".ledger-*.tmp")]:
+    temps = [*repo.root.glob(f".{repo.config_path.name}.*.tmp"), *ledger_folder.glob(".ledger-*.tmp"), *state.glob(".pending-*")]
+    for leftover in temps:
         with contextlib.suppress(OSError):
             leftover.unlink()
 
