@@ -17,9 +17,7 @@ from opssecrets.errors import EXIT_FINDINGS, EXIT_OK, BadInput
 @click.option("--jobs", type=click.IntRange(min=1), default=None, help="Worker processes for --all (default: CPU count).")
 @click.argument("paths", nargs=-1, type=click.Path(path_type=str))
 @click.pass_context
-def check(
-    ctx: click.Context, staged: bool, all_files: bool, as_json: bool, known: bool, jobs: int | None, paths: tuple[str, ...]
-) -> int:
+def check(ctx: click.Context, staged: bool, all_files: bool, as_json: bool, known: bool, jobs: int | None, paths: tuple[str, ...]) -> int:
     """Stop plaintext secrets and unencrypted sops files before they reach git.
 
     With PATHs (what pre-commit passes) checks those files; --staged checks the index;
@@ -54,5 +52,3 @@ def check(
             )
     return EXIT_FINDINGS if report.findings else EXIT_OK
 
-
-__all__ = ["check"]
