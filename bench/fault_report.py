@@ -48,6 +48,11 @@ def table(data: dict[str, dict[str, object]]) -> str:
             f"| {failures} | {row['seconds']} |"
         )
     lines.append(f"| **total** | **{totals[0]}** | | **{totals[1]}** | | **{totals[2]}** | |")
+    lines += ["", "What the kills left before the re-run:", "", "| scenario | state after the kill | kills |", "|---|---|---:|"]
+    for name, row in data.items():
+        landed = row.get("state_after_kill") or {}
+        assert isinstance(landed, dict)
+        lines += [f"| {name} | {state} | {count} |" for state, count in landed.items()]
     return "\n".join(lines)
 
 

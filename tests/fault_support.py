@@ -159,6 +159,11 @@ def _sops(world: World, root: Path, *args: str, identity: AgeKey | None = None) 
     )
 
 
+def sops_updatekeys(world: World, root: Path, rel: str) -> None:
+    proc = _sops(world, root, "updatekeys", "-y", rel)
+    assert proc.returncode == 0, proc.stderr
+
+
 def build_world(tmp: Path) -> World:
     """The platform repository: admins dan and eve, host web1, project web (member frank);
     10 platform files and 20 project files (copies of two encrypted files), committed."""
