@@ -13,13 +13,14 @@ parent dies.
 from __future__ import annotations
 
 import fcntl
+import itertools
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,7 +120,7 @@ class World:
     real_sops: str
     base: Path  # the platform repository, 30 files
     plaintext: dict[str, bytes] = field(default_factory=dict)  # rel -> plaintext in base
-    counter: int = 0
+    counter: Iterator[int] = field(default_factory=itertools.count)  # next() is atomic: runs go in threads
 
     def env(self, identity: AgeKey | None = None, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SOPS_", "OPSSECRETS_"))}
@@ -137,8 +138,7 @@ class World:
         return env
 
     def fresh_dir(self, name: str) -> Path:
-        self.counter += 1
-        return self.tmp / f"{name}-{self.counter:04d}"
+        return self.tmp / f"{name}-{next(self.counter):04d}"
 
 
 def _ops(world: World, root: Path, *args: str) -> None:

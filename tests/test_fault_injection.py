@@ -466,8 +466,23 @@ def test_disk_full_from_the_start_changes_nothing(world: World, prepared: dict[s
     assert not list((root / ".git" / "opssecrets").glob("stage-*"))
 
 
-def run_command_with_fsize(world: World, root: Path, args: list[str], fsize_at: str) -> Outcome:
-    return run_command(world, root, args, extra_env={"OPSSECRETS_TEST_FSIZE_AT": fsize_at})
+def test_disk_full_anywhere_else_is_one_line_not_a_traceback(world: World, prepared: dict[str, Scenario]) -> None:
+    """rotate's staged copy cannot be written (limit 100 bytes after the first child): the
+    CLI's last resort turns ENOSPC/EFBIG/EDQUOT into one line and exit 3; nothing changed."""
+    sc = prepared["rotate"]
+    root = copy_repo(world, sc.base, "diskfull-rotate")
+    before = {rel: (root / rel).read_bytes() for rel in tree_files(root)}
+    out = run_command_with_fsize(world, root, sc.args, "popen:1:100", stdin=sc.stdin)
+    assert out.code == 3, out.err
+    assert out.err.strip().splitlines() == [
+        "opssecrets: error: writing a file failed: File too large (disk full or a file-size limit); a change that stopped "
+        "half-way is finished by running it again. Free some space and run the same command again"
+    ]
+    assert {rel: (root / rel).read_bytes() for rel in tree_files(root)} == before
+
+
+def run_command_with_fsize(world: World, root: Path, args: list[str], fsize_at: str, stdin: str | None = None) -> Outcome:
+    return run_command(world, root, args, stdin=stdin, extra_env={"OPSSECRETS_TEST_FSIZE_AT": fsize_at})
 
 
 # --- two runs at once, and what a killed run leaves -----------------------------------------------
