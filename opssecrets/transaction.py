@@ -81,12 +81,8 @@ def file_groups(secret: SecretFile) -> tuple[frozenset[str], ...]:
 
 
 def drifts(rule: CreationRule, secret: SecretFile) -> bool:
-    """Whether the file's age recipients differ from what its rule says."""
-    wanted = recipient_groups(rule)
-    have = file_groups(secret)
-    if len(wanted) == len(have):
-        return wanted != have
-    return frozenset().union(*wanted) != frozenset().union(*have) or len(wanted) != len(have)
+    """Whether the file's age recipients (group by group) differ from what its rule says."""
+    return recipient_groups(rule) != file_groups(secret)
 
 
 @dataclass
