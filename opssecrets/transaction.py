@@ -188,6 +188,8 @@ def apply(repo: Repo, plan: Plan, progress: Callable[[int, int, str], None] | No
             os.chmod(staged, original.stat().st_mode & 0o777)
             _fsync(staged)
             os.replace(staged, original)
+        for folder in sorted({(repo.root / change.relpath).parent for change in plan.files}):
+            _fsync(folder)  # the renames themselves survive a power loss
         if plan.config_changed:
             assert plan.after is not None
             try:
