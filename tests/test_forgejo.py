@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from conftest import AgeKey, OpsRepo
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.rsa import generate_private_key
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -186,3 +187,91 @@ def test_policy_names_the_platform_forgejo_and_a_repository_can_override_it(tmp_
     (tmp_path / "policies").mkdir()
     (tmp_path / "policies" / "platform.toml").write_text('[platform]\nforgejo_url = "https://forge.example.org"\n')
     assert policy_forgejo_url(tmp_path) == "https://forge.example.org"
+
+
+# --- add-engineer --forgejo-user, end to end: the Forgejo key becomes a recipient sops-nix-style
+
+
+def ssh_keypair(comment: str) -> tuple[bytes, str]:
+    from cryptography.hazmat.primitives.serialization import NoEncryption, PrivateFormat
+
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(Encoding.PEM, PrivateFormat.OpenSSH, NoEncryption())
+    return private, key.public_key().public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH).decode() + f" {comment}"
+
+
+@pytest.fixture
+def admin_repo(repo: OpsRepo) -> OpsRepo:
+    assert repo.ops("init", "--admin", "dan", "--age-key", repo.operator.recipient).code == 0
+    repo.encrypt("secrets/secrets.yaml", "acme-email: ops@example.org\n")
+    return repo
+
+
+def reads_with_ssh_key(repo: OpsRepo, private: bytes) -> bool:
+    from opssecrets.identity import identity_from_openssh
+    from opssecrets.keys import recipient_for_identity
+
+    identity = identity_from_openssh(private, "test key")
+    holder = AgeKey(identity, recipient_for_identity(identity))
+    return repo.decrypt("secrets/secrets.yaml", identity=holder).returncode == 0
+
+
+def test_add_engineer_from_forgejo_with_yes(admin_repo: OpsRepo, server: KeyServer) -> None:
+    private, public = ssh_keypair("alice@laptop")
+    server.pages["/alice.keys"] = (200, f"{rsa_line()}\n{public}\n")
+    result = admin_repo.ops_proc("add-engineer", "alice", "--forgejo-user", "alice", "--forgejo-url", server.url, "--admin", "--yes")
+    assert result.code == 0, result
+    assert parse_ssh_public_key(public).fingerprint in result.err
+    assert parse_ssh_public_key(public).age_recipient in (admin_repo.root / ".sops.yaml").read_text()
+    assert reads_with_ssh_key(admin_repo, private)
+
+
+def test_add_engineer_from_forgejo_asks_and_takes_the_url_from_the_environment(admin_repo: OpsRepo, server: KeyServer) -> None:
+    private, public = ssh_keypair("alice@laptop")
+    server.pages["/alice.keys"] = (200, public + "\n")
+    env = {FORGEJO_URL_VAR: server.url}
+    before = admin_repo.snapshot()
+    declined = admin_repo.ops_proc("add-engineer", "alice", "--forgejo-user", "alice", "--admin", stdin="n\n", env=env)
+    assert declined.code == 2, declined
+    assert "nothing was changed" in declined.err
+    assert admin_repo.snapshot() == before
+    accepted = admin_repo.ops_proc("add-engineer", "alice", "--forgejo-user", "alice", "--admin", stdin="y\n", env=env)
+    assert accepted.code == 0, accepted
+    assert parse_ssh_public_key(public).fingerprint in accepted.err and "Add this key?" in accepted.err
+    assert reads_with_ssh_key(admin_repo, private)
+
+
+def test_add_engineer_from_forgejo_picks_one_of_several(admin_repo: OpsRepo, server: KeyServer) -> None:
+    _, laptop = ssh_keypair("laptop")
+    private, desktop = ssh_keypair("desktop")
+    server.pages["/carol.keys"] = (200, f"{laptop}\n{desktop}\n")
+    args = ("add-engineer", "carol", "--forgejo-user", "carol", "--forgejo-url", server.url, "--admin")
+    refused = admin_repo.ops_proc(*args, "--yes")
+    assert refused.code == 2 and "--yes cannot choose" in refused.err
+    picked = admin_repo.ops_proc(*args, stdin="2\n")
+    assert picked.code == 0, picked
+    assert "1) ssh-ed25519" in picked.err and "2) ssh-ed25519" in picked.err
+    assert reads_with_ssh_key(admin_repo, private)
+    assert parse_ssh_public_key(laptop).age_recipient not in (admin_repo.root / ".sops.yaml").read_text()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (("--forgejo-user", "nobody", "--forgejo-url", "SERVER", "--yes"), "HTTP 404"),
+        (("--forgejo-user", "rsa-only", "--forgejo-url", "SERVER", "--yes"), "no ssh-ed25519 key"),
+        (("--forgejo-user", "alice", "--age-key", "age1x"), "give one of --age-key, --ssh-key or --forgejo-user"),
+        (("--forgejo-url", "https://x.example", "--age-key", "age1x"), "go with --forgejo-user"),
+        (("--forgejo-user", "alice", "--forgejo-url", "ftp://SERVER"), "not an http(s) URL"),
+    ],
+)
+def test_add_engineer_from_forgejo_bad_input_changes_nothing(
+    admin_repo: OpsRepo, server: KeyServer, extra: tuple[str, ...], message: str
+) -> None:
+    server.pages["/rsa-only.keys"] = (200, rsa_line() + "\n")
+    args = [arg.replace("SERVER", server.url) if arg == "SERVER" else arg for arg in extra]
+    before = admin_repo.snapshot()
+    result = admin_repo.ops("add-engineer", "eve", "--admin", *args)
+    assert result.code == 2, result
+    assert message in result.err and result.err.count("\n") == 1
+    assert admin_repo.snapshot() == before

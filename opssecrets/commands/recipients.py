@@ -96,6 +96,9 @@ def init(ctx: click.Context, admin: str, age_key: str | None, ssh_key: str | Non
 @click.option("--age-key", help=AGE_KEY_HELP)
 @click.option("--ssh-key", help=SSH_KEY_HELP)
 @click.option("--admin", is_flag=True, help="Admins read every rule (anchor admin_NAME).")
+@click.option("--forgejo-user", help="Take the engineer's SSH ed25519 key from their Forgejo profile ({url}/{user}.keys).")
+@click.option("--forgejo-url", help="The Forgejo base URL (default: $OPSSECRETS_FORGEJO_URL, then the policy's forgejo_url).")
+@click.option("--yes", is_flag=True, help="With --forgejo-user: take their only ed25519 key without asking.")
 @click.option("--project", "projects", multiple=True, help="Join this project's rule (repeatable).")
 @dry_run_option
 @json_option
@@ -105,13 +108,28 @@ def add_engineer(
     name: str,
     age_key: str | None,
     ssh_key: str | None,
+    forgejo_user: str | None,
+    forgejo_url: str | None,
+    yes: bool,
     admin: bool,
     projects: tuple[str, ...],
     dry_run: bool,
     as_json: bool,
 ) -> int:
     """Add an engineer and re-encrypt the files they may now read."""
-    key = age_key_from(age_key, ssh_key)
+    if forgejo_user is None:
+        if forgejo_url is not None or yes:
+            raise BadInput("--forgejo-url and --yes go with --forgejo-user")
+        key = age_key_from(age_key, ssh_key)
+    else:
+        if age_key is not None or ssh_key is not None:
+            raise BadInput("give one of --age-key, --ssh-key or --forgejo-user")
+        from opssecrets.commands.forgejo_keys import key_from_forgejo
+
+        repo = current_repo(ctx)
+        repo.require_config()
+        check_name(name)
+        key = key_from_forgejo(forgejo_url, forgejo_user, yes=yes, root=repo.root).age_recipient
     _change(ctx, lambda c: edits.add_engineer(c, name, key, admin=admin, projects=projects), dry_run=dry_run, as_json=as_json)
     return 0
 
