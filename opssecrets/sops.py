@@ -144,11 +144,13 @@ def run(
     env: Mapping[str, str] | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     redact: Sequence[bytes] = (),
+    discard_stdout: bool = False,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run ``binary`` with ``args``; return the finished process whatever its exit code.
 
     ``redact`` lists byte strings (secret values) scrubbed from the captured stderr, so a
-    message built from it can never carry them.
+    message built from it can never carry them. ``discard_stdout`` sends stdout to
+    /dev/null: a decryption that only proves access never brings values into this process.
     """
     argv = (binary.path, *args)
     try:
@@ -156,7 +158,8 @@ def run(
             argv,
             cwd=cwd,
             input=stdin if stdin is not None else b"",
-            capture_output=True,
+            stdout=subprocess.DEVNULL if discard_stdout else subprocess.PIPE,
+            stderr=subprocess.PIPE,
             env=dict(env) if env is not None else child_env(),
             timeout=timeout,
             check=False,
@@ -250,6 +253,7 @@ class Sops:
         stdin: bytes | None = None,
         redact: Sequence[bytes] = (),
         timeout: float = DEFAULT_TIMEOUT,
+        discard_stdout: bool = False,
     ) -> subprocess.CompletedProcess[bytes]:
         return run(
             self.binary,
@@ -259,6 +263,7 @@ class Sops:
             env=child_env(self.identity_env),
             timeout=timeout,
             redact=redact,
+            discard_stdout=discard_stdout,
         )
 
     def decrypt(self, relpath: str) -> bytes:
