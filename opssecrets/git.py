@@ -9,8 +9,21 @@ from pathlib import Path
 from opssecrets.errors import BadInput
 
 
+def git_env() -> dict[str, str]:
+    """The environment for a git child: ours without GIT_* overrides and without sops' variables.
+
+    ``SOPS_AGE_KEY`` may hold the operator's identity; git, its hooks and its credential
+    helpers have no use for it, so it stays with the sops children that need it.
+    """
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if (not k.startswith("GIT_") or k in ("GIT_CONFIG_NOSYSTEM",)) and not k.startswith("SOPS_")
+    }
+
+
 def _git(args: list[str], cwd: Path) -> subprocess.CompletedProcess[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_") or k in ("GIT_CONFIG_NOSYSTEM",)}
+    env = git_env()
     try:
         return subprocess.run(["git", *args], cwd=cwd, capture_output=True, check=False, env=env, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
@@ -111,7 +124,7 @@ def read_blobs(root: Path, shas: list[str]) -> dict[str, bytes]:
     wanted = list(dict.fromkeys(shas))
     if not wanted:
         return {}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_") or k in ("GIT_CONFIG_NOSYSTEM",)}
+    env = git_env()
     try:
         proc = subprocess.run(
             ["git", "cat-file", "--batch"],
