@@ -176,3 +176,18 @@ def file_history_patch(root: Path, relpath: str, since: str | None = None) -> st
     work = _git(["diff", "--no-color", "-U0", "--no-ext-diff", "HEAD", "--", relpath], root)
     parts = [proc.stdout.decode("utf-8", "replace") for proc in (log, work) if proc.returncode == 0]
     return "\n".join(parts)
+
+
+# -- a base commit, for `opssecrets check --base REF` -------------------------------------------
+
+
+def is_commit(root: Path, ref: str) -> bool:
+    """Whether ``ref`` names a commit here (``ref`` never starts with ``-``: callers check)."""
+    proc = _git(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], root)
+    return proc.returncode == 0
+
+
+def show_file(root: Path, ref: str, rel: str) -> bytes | None:
+    """``rel`` as committed at ``ref``, or None when it does not exist there."""
+    proc = _git(["cat-file", "blob", f"{ref}:{rel}"], root)
+    return proc.stdout if proc.returncode == 0 else None
