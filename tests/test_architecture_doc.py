@@ -48,3 +48,20 @@ def test_named_functions_exist() -> None:
     ):
         assert name.split()[1] in text
         assert name in (PROJECT_ROOT / module).read_text(), (module, name)
+
+
+def test_security_doc_names_real_tests() -> None:
+    """Every test docs/security.md cites (``tests/x.py::test_y`` or ``::test_y`` after it) exists."""
+    text = (PROJECT_ROOT / "docs" / "security.md").read_text()
+    cited: list[tuple[str, str | None]] = []
+    current = ""
+    for match in re.finditer(r"`(tests/[a-z_]+\.py)?(?:::(test_[a-z0-9_]+))?`", text):
+        module, name = match.group(1), match.group(2)
+        if module:
+            current = module
+        if current and (module or name):
+            cited.append((current, name))
+    assert len(cited) >= 20
+    for module, name in cited:
+        source = (PROJECT_ROOT / module).read_text()
+        assert name is None or f"def {name}(" in source, f"docs/security.md cites {module}::{name}, which does not exist"

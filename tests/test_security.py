@@ -16,6 +16,7 @@ import gc
 import json
 import os
 import stat
+import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import AgeKey, OpsRepo, Result
+from conftest import PROJECT_ROOT, AgeKey, OpsRepo, Result
 from rotation_support import FakeService, Platform, bot_token, fake_server, make_platform
 
 from opssecrets import git as git_module
@@ -390,3 +391,23 @@ def _holds(obj: dict[Any, Any] | list[Any] | tuple[Any, ...] | set[Any], value: 
         return any(isinstance(item, str) and item == value for item in items)
     except Exception:
         return False
+
+
+# -- a CI runner needs no identity ---------------------------------------------------------------
+
+
+def test_ci_check_decrypts_nothing_and_hands_the_identity_to_no_child(platform: Platform, recorder: Recorder) -> None:
+    """`check --all --base REF` (what CI runs) starts no sops or age and loads no keyring."""
+    repo = platform.repo
+    with recorder.watching():
+        result = repo.ops("check", "--all", "--base", "HEAD")
+    assert result.code == 0, result
+    children = recorder.children + wrapped_children(recorder)
+    assert {c.program for c in children} == {"git"}
+    assert all("SOPS_AGE_KEY" not in c.env for c in children)
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sys; from opssecrets.cli import main; code = main(['check', '--all', '--base', 'HEAD']); "
+         "print(code, 'keyring' in sys.modules)"],
+        cwd=repo.root, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}, capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert probe.stdout.split() == ["0", "False"], probe
