@@ -127,6 +127,9 @@ def _child(node: Any, key: Any, default: Any) -> Any:
 def _parse_yaml(text: str) -> Any:
     import yaml
 
+    from opssecrets.yamllimits import check_depth
+
+    check_depth(text)  # raises TooDeep (a ValueError) before libyaml could crash on it
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
 

@@ -8,6 +8,8 @@ well under a second per megabyte. Crash inputs live in tests/fuzz_corpus/, named
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -72,3 +74,54 @@ def test_lint_with_a_broken_regex_before_a_rule_without_path_regex() -> None:
     text = "creation_rules:\n  - path_regex: a)\n    age: x\n  - age: y\n"
     problems = lint_text(text)
     assert any("does not compile" in p.message for p in problems)
+
+
+# -- hostile shapes found by hand while fuzzing: nesting and aliases ----------------------------
+
+ALIAS_BOMB = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
+    f"{name}: &{name} [{', '.join([f'*{prev}'] * 9)}]\n" for prev, name in zip("abcdef", "bcdefg", strict=True)
+)  # 9**7 values once expanded, in 300 bytes
+HOSTILE = {
+    "deep-flow": b"[" * 20_000 + b"]" * 20_000,  # ruamel and libyaml: quadratic in depth
+    "deep-flow-map": b"{a: " * 3_000 + b"1" + b"}" * 3_000,  # ruamel/to_data: RecursionError
+    "deep-compact-seq": b"- " * 200_000 + b"x",  # libyaml: segmentation fault
+    "alias-bomb-config": (ALIAS_BOMB + "creation_rules: [{age: *g}]\n").encode(),  # exponential flattening
+    "alias-bomb-sops-file": (ALIAS_BOMB + "sops:\n  mac: ENC[AES256_GCM,data:x,type:str]\n  version: 3.11.0\n").encode(),
+    "merge-chain": (
+        "x0: &x0 {age: k}\n" + "".join(f"x{i}: &x{i} {{<<: *x{i - 1}}}\n" for i in range(1, 3000)) + "creation_rules: [*x2999]\n"
+    ).encode(),  # to_data: RecursionError through merges
+}
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_yaml_is_refused_quickly_and_never_crashes_the_process(name: str, target: str) -> None:
+    # in a child process: a regression to the libyaml crash must fail this test, not kill pytest
+    code = (
+        "import sys, time; sys.path.insert(0, 'tests'); "
+        "from test_fuzz_regressions import HOSTILE, within_budget; "
+        f"within_budget({target!r}, HOSTILE[{name!r}]); print('ok')"
+    )
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", (proc.returncode, proc.stderr[-2000:])
+
+
+def test_hostile_config_messages_say_what_is_wrong() -> None:
+    with pytest.raises(OpsError, match=r"is 70 KiB; a .sops.yaml is a few KiB \(at most 64 KiB here\)"):
+        SopsConfig("# padding\n" * 7168)
+    with pytest.raises(OpsError, match=r"line 1: nested more than 64 levels deep"):
+        SopsConfig(HOSTILE["deep-flow"].decode())
+    with pytest.raises(OpsError, match=r"alias bomb"):
+        SopsConfig(HOSTILE["alias-bomb-config"].decode())
+    (problem,) = lint_text("creation_rules:\n" + "- " * 100 + "x\n")
+    assert problem.level == "error" and "nested more than 64 levels" in problem.message
+    view = load_config(HOSTILE["deep-compact-seq"])
+    assert view.problem is not None and view.problem.rule == "sops-config-invalid"
+    view = load_config(HOSTILE["alias-bomb-config"])
+    assert view.problem is not None and "more than 10000 keys" in view.problem.message
+
+
+def test_alias_bomb_in_a_sops_file_is_a_finding_not_a_hang() -> None:
+    findings = check_covered_file("secrets.yaml", HOSTILE["alias-bomb-sops-file"], RULE)
+    assert any(f.rule == "sops-unencrypted" and "aliases" in f.message for f in findings)
