@@ -55,7 +55,6 @@ def pool(n: int) -> list[AgeKey]:
 
 @dataclass
 class Layout:
-    indent: int  # spaces from a rule's dash to its keys' column minus 2 ("- " counts as 2)
     keys_dash: int  # column of the dashes under keys: and creation_rules:
     list_off: int  # extra indentation of a list under its key (0: dash at the key's column)
     form: str
@@ -163,7 +162,6 @@ NAMES = ("ana", "ben", "cai", "dee", "eli", "fox", "gus", "hal")
 @st.composite
 def specs(draw: st.DrawFn) -> Spec:
     layout = Layout(
-        indent=2,
         keys_dash=draw(st.sampled_from((0, 2, 4))),
         list_off=draw(st.sampled_from((0, 2, 4))),
         form=draw(st.sampled_from(FORMS)),
@@ -380,6 +378,12 @@ def test_real_sops_accepts_the_edited_file_and_encrypts_for_the_model(
         rule = matching_rule(config.rules, rel)
         assert rule is not None
         assert sops_recipients(root, rel) == model[project] == set(rule.age_recipients)
+    rel = "secrets/other.yaml"  # no project rule matches: the catch-all, or no rule at all
+    rule = matching_rule(config.rules, rel)
+    if spec.layout.catch_all is None:
+        assert rule is None and sops_recipients(root, rel) is None
+    else:
+        assert rule is not None and sops_recipients(root, rel) == model["*"] == set(rule.age_recipients)
 
 
 # -- rule matching against real sops -----------------------------------------------------------
