@@ -15,9 +15,11 @@ from __future__ import annotations
 import gc
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -194,7 +196,7 @@ def assert_promises_held(rec: Recorder, results: list[Result], home: Path) -> No
     leftovers = [p for p in rec.watch[0].rglob("*")]
     assert leftovers == [], f"temp files left behind: {leftovers}"
     state = rec.watch[1]
-    assert not list(state.glob("stage-*")) and not list(state.glob("rotate-*")), list(state.iterdir())
+    assert not list(state.glob("**/stage-*")) and not list(state.glob("**/rotate-*")), list(state.rglob("*"))
 
 
 @pytest.fixture
@@ -411,3 +413,58 @@ def test_ci_check_decrypts_nothing_and_hands_the_identity_to_no_child(platform: 
         cwd=repo.root, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}, capture_output=True, text=True, check=False, timeout=120,
     )  # fmt: skip
     assert probe.stdout.split() == ["0", "False"], probe
+
+
+SLOW_SOPS = """#!/bin/sh
+# sops, except that `set` waits (long enough to be interrupted) after the value arrived
+for arg in "$@"; do
+  if [ "$arg" = "set" ]; then cat > /dev/null; touch "$OPSSECRETS_TEST_RECORD/in-set"; sleep 30; exit 1; fi
+done
+exec {real} "$@"
+"""
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_interrupted_rotation_removes_its_temp_files(
+    platform: Platform, slack: FakeService, tmp_path: Path, sig: signal.Signals, code: int
+) -> None:
+    """SIGTERM (a cancelled CI job) and Ctrl-C in the middle of `sops set`: the staged copy
+    is removed, the file is unchanged, nothing is left in TMPDIR."""
+    repo = platform.repo
+    (tmp_path / "slow").mkdir()
+    wrapper = tmp_path / "slow" / "sops"
+    wrapper.write_text(SLOW_SOPS.format(real=find_sops().path))
+    wrapper.chmod(0o755)
+    record, tmpdir = tmp_path / "record", tmp_path / "tmpdir"
+    record.mkdir()
+    tmpdir.mkdir()
+    new = bot_token()
+    slack.valid.add(new)
+    before = repo.snapshot()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(PROJECT_ROOT),
+        "OPSSECRETS_SOPS": str(wrapper),
+        "OPSSECRETS_TEST_RECORD": str(record),
+        "TMPDIR": str(tmpdir),
+    }
+    argv = [sys.executable, "-m", "opssecrets", "--repo", str(repo.root), "rotate", "slack-bot-token", "--stdin", "--no-verify"]
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert proc.stdin is not None
+    proc.stdin.write((new + "\n").encode())
+    proc.stdin.close()
+    deadline = time.monotonic() + 60
+    while not (record / "in-set").exists():
+        assert time.monotonic() < deadline and proc.poll() is None, "rotate never reached sops set"
+        time.sleep(0.05)
+    state = repo.root / ".git" / "opssecrets"
+    assert list(state.glob("**/rotate-*")), "the staged copy exists while sops runs"
+    proc.send_signal(sig)
+    proc.wait(timeout=60)
+    assert proc.stdout is not None and proc.stderr is not None
+    out, err = proc.stdout.read(), proc.stderr.read()
+    assert proc.returncode == code, err
+    assert new.encode() not in out + err
+    assert not list(state.glob("**/rotate-*")) and not list(state.glob("**/stage-*"))
+    assert list(tmpdir.iterdir()) == []
+    assert repo.snapshot() == before
