@@ -177,13 +177,14 @@ def main() -> int:
     name = args[0]
     import atheris
 
-    TARGETS[name](b"")  # warm up: imports and policy loading are not the input's cost
+    # instrument first: a module imported before this block would give libFuzzer no coverage
     with atheris.instrument_imports(include=["opssecrets"]):
         import opssecrets.guard.scanner
         import opssecrets.guard.sopsfiles
         import opssecrets.lint
         import opssecrets.secretfile
         import opssecrets.sopsconfig  # noqa: F401
+    TARGETS[name](b"")  # warm up: imports and policy loading are not the input's cost
     atheris.Setup([sys.argv[0], *args[1:]], _guarded(name, TARGETS[name]))
     atheris.Fuzz()
     return 0
