@@ -214,7 +214,7 @@ def platform(repo: OpsRepo) -> Platform:
 def test_values_stay_out_of_argv_env_temp_files_and_output(
     platform: Platform, slack: FakeService, recorder: Recorder, isolated_home: Path
 ) -> None:
-    """rotate, verify, share, check --known, doctor, add-engineer, remove-engineer, status."""
+    """rotate, verify, share, check --known, doctor, add-engineer, remove-engineer, status, access."""
     repo = platform.repo
     new = bot_token()
     slack.valid.add(new)
@@ -231,6 +231,12 @@ def test_values_stay_out_of_argv_env_temp_files_and_output(
             repo.ops("doctor"),
             repo.ops("status"),
             repo.ops("remove-engineer", "bob"),
+            # every output format: there is no verbose mode; --json is the other one
+            repo.ops("status", "--json"),
+            repo.ops("doctor", "--json"),
+            repo.ops("access", "--json"),
+            repo.ops("check", "--known", "--all", "--json"),
+            repo.ops("recipients"),
         ]
     assert [r.code for r in results[:4]] == [0, 0, 0, 0], results
     assert results[4].code in (0, 1) and results[5].code in (0, 1), results
