@@ -124,7 +124,7 @@ def write_seeds(folder: Path) -> None:
     import tempfile
 
     sys.path.insert(0, str(HERE.parent / "tests"))
-    import guard_tokens  # type: ignore[import-not-found]
+    import guard_support as guard_tokens  # type: ignore[import-not-found]
 
     from opssecrets.keys import generate_identity, recipient_for_identity
 

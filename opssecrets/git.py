@@ -77,13 +77,17 @@ def tracked_files(root: Path) -> list[str]:
 
 
 def state_dir(root: Path) -> Path:
-    """Where locks and staging live: inside ``.git`` (invisible to git), else ``.opssecrets/``."""
+    """Where locks and staging live: inside the git dir (invisible to git, also for worktrees,
+    where ``.git`` is a file), else ``.opssecrets/run/``. Always on the repository's own
+    filesystem, so a staged file can be renamed over the original atomically."""
     git_dir = root / ".git"
-    base = git_dir if git_dir.is_dir() else root / ".opssecrets"
-    return base / "opssecrets"
-
-
-# -- the index, for `opssecrets check --staged` -----------------------------------------------
+    if git_dir.is_dir():
+        return git_dir / "opssecrets"
+    if git_dir.is_file():
+        proc = _git(["rev-parse", "--absolute-git-dir"], root)
+        if proc.returncode == 0:
+            return Path(proc.stdout.decode().strip()) / "opssecrets"
+    return root / ".opssecrets" / "run"
 
 
 def staged_changes(root: Path, pathspecs: list[str] | None = None) -> list[tuple[str, str, str, str]]:
@@ -164,13 +168,26 @@ def grep_files(root: Path, literal: str, glob: str, *, cached: bool = False) -> 
     return [p for p in proc.stdout.decode("utf-8", "surrogateescape").split("\0") if p]
 
 
-def file_history_patch(root: Path, relpath: str, since: str | None = None) -> str:
-    """The patches that changed ``relpath`` (committed, ``since`` an ISO time if given, then
-    the uncommitted change against HEAD), as text; empty outside git or for an untracked file."""
+def head_commit(root: Path) -> str | None:
+    """The commit HEAD points at, or None (no git, no commit yet)."""
+    if not is_git_repo(root):
+        return None
+    proc = _git(["rev-parse", "--verify", "-q", "HEAD"], root)
+    if proc.returncode != 0:
+        return None
+    return proc.stdout.decode().strip() or None
+
+
+def file_history_patch(root: Path, relpath: str, since: str | None = None, after_commit: str | None = None) -> str:
+    """The patches that changed ``relpath``, as text: committed ones (those after
+    ``after_commit`` when it is an ancestor of HEAD, else those ``since`` an ISO time, else
+    all), then the uncommitted change against HEAD. Empty outside git."""
     if not is_git_repo(root):
         return ""
     args = ["log", "--no-color", "--format=commit %H", "-p", "-U0", "--no-ext-diff"]
-    if since:
+    if after_commit and _git(["merge-base", "--is-ancestor", after_commit, "HEAD"], root).returncode == 0:
+        args.append(f"{after_commit}..HEAD")
+    elif since:
         args.append(f"--since={since}")
     log = _git([*args, "--", relpath], root)
     work = _git(["diff", "--no-color", "-U0", "--no-ext-diff", "HEAD", "--", relpath], root)

@@ -10,6 +10,8 @@ operator's reason. Layout::
       "files": {
         "secrets/secrets.yaml": {
           "data_key_rotated_at": "2026-11-26T10:00:00Z",
+          "data_key_readers": ["age1..."],
+          "data_key_head": "<the git commit HEAD was at then>",
           "keys": {
             "slack-bot-token": {
               "rotated_at": "2026-11-26T10:00:00Z",
@@ -26,7 +28,10 @@ operator's reason. Layout::
 ``exposed`` is true while ``exposed_to`` is not empty; only a rotation of that key clears
 it. ``data_key_rotated_at`` is when the file's sops data key was last replaced
 (``sops rotate``), which is what cuts a removed reader off from values set afterwards; an
-exposure recorded before that carries ``"data_key_rotated": true``. Recording order matters,
+exposure recorded before that carries ``"data_key_rotated": true``. ``data_key_readers`` are
+the age recipients (public keys) the new data key was wrapped for, so a later check can tell
+who could ever have held the current data key; ``data_key_head`` is the git commit HEAD
+was at, so "changes since" is a commit range, not a clock comparison. Recording order matters,
 not clock time: a data-key rotation covers every exposure already in the ledger.
 Writes are atomic (temp file + rename) under a lock, with keys sorted so diffs stay small.
 """
@@ -37,7 +42,6 @@ import contextlib
 import fcntl
 import json
 import os
-import re
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -119,11 +123,17 @@ class KeyRecord:
 class FileRecord:
     data_key_rotated_at: datetime | None = None
     keys: dict[str, KeyRecord] = field(default_factory=dict)
+    data_key_readers: list[str] | None = None
+    data_key_head: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {}
         if self.data_key_rotated_at is not None:
             data["data_key_rotated_at"] = format_time(self.data_key_rotated_at)
+        if self.data_key_readers is not None:
+            data["data_key_readers"] = sorted(self.data_key_readers)
+        if self.data_key_head is not None:
+            data["data_key_head"] = self.data_key_head
         data["keys"] = {key: self.keys[key].to_json() for key in sorted(self.keys)}
         return data
 
@@ -172,9 +182,14 @@ class RotationLedger:
 
     def record_data_key_rotation(self, relpath: str, when: datetime) -> None:
         """The file's data key was replaced: every exposure recorded so far is cut off from
-        values written from now on (the keys stay exposed until each is rotated)."""
+        values written from now on (the keys stay exposed until each is rotated). The file's
+        recipients now are the readers of the new data key."""
         record = self.file(relpath)
         record.data_key_rotated_at = when
+        record.data_key_readers = _file_recipients(self.root / relpath)
+        from opssecrets.git import head_commit
+
+        record.data_key_head = head_commit(self.root)
         for key_record in record.keys.values():
             key_record.exposed_to = [
                 Exposure(e.reader, e.since, e.marked_by, data_key_rotated=True) for e in key_record.exposed_to
@@ -219,8 +234,11 @@ def _files_from_json(data: Any) -> dict[str, FileRecord]:
         raise ValueError(f"version {version} (this opssecrets reads version {LEDGER_VERSION}; upgrade it)")
     files: dict[str, FileRecord] = {}
     for rel, raw in (data.get("files") or {}).items():
+        readers = raw.get("data_key_readers")
         record = FileRecord(
-            data_key_rotated_at=parse_time(raw["data_key_rotated_at"]) if raw.get("data_key_rotated_at") else None
+            data_key_rotated_at=parse_time(raw["data_key_rotated_at"]) if raw.get("data_key_rotated_at") else None,
+            data_key_readers=[str(r) for r in readers] if isinstance(readers, list) else None,
+            data_key_head=str(raw["data_key_head"]) if raw.get("data_key_head") else None,
         )
         for key, entry in (raw.get("keys") or {}).items():
             record.keys[key] = KeyRecord(
@@ -239,6 +257,15 @@ def _files_from_json(data: Any) -> dict[str, FileRecord]:
             )
         files[rel] = record
     return files
+
+
+def _file_recipients(path: Path) -> list[str] | None:
+    from opssecrets.secretfile import NotASopsFile, read_secret_file
+
+    try:
+        return sorted(read_secret_file(path).metadata.age_recipients)
+    except NotASopsFile:
+        return None
 
 
 @contextlib.contextmanager
@@ -333,7 +360,6 @@ def record_data_key_rotations(root: Path, plan: Plan, when: datetime | None = No
 
 # --- who the operator is -------------------------------------------------------------------
 
-_IDENTITY = re.compile(r"AGE-SECRET-KEY-1[02-9AC-HJ-NP-Z]{58}")
 
 
 def recipient_names(config_path: Path) -> dict[str, str]:
@@ -349,26 +375,11 @@ def recipient_names(config_path: Path) -> dict[str, str]:
 
 
 def operator_recipients() -> list[str]:
-    """The age recipients of the operator's identities (``SOPS_AGE_KEY``, ``SOPS_AGE_KEY_FILE``)."""
-    from opssecrets.keys import recipient_for_identity
+    """The age recipients of the operator's identity, resolved as sops will be given it
+    (environment, then the OS keyring, then sops' default key file)."""
+    from opssecrets.identity import resolve_identity
 
-    texts: list[str] = []
-    if os.environ.get("SOPS_AGE_KEY"):
-        texts.append(os.environ["SOPS_AGE_KEY"])
-    key_file = os.environ.get("SOPS_AGE_KEY_FILE")
-    if key_file:
-        with contextlib.suppress(OSError, UnicodeDecodeError):
-            texts.append(Path(key_file).read_text(encoding="utf-8"))
-    if not texts:
-        default = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "sops" / "age" / "keys.txt"
-        with contextlib.suppress(OSError, UnicodeDecodeError):
-            texts.append(default.read_text(encoding="utf-8"))
-    out: list[str] = []
-    for text in texts:
-        for identity in _IDENTITY.findall(text):
-            with contextlib.suppress(Exception):
-                out.append(recipient_for_identity(identity))
-    return out
+    return list(resolve_identity().recipients)
 
 
 def operator_name(root: Path) -> str | None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,11 +116,6 @@ class SecretKind:
     @property
     def can_generate(self) -> bool:
         return self.source in ("generated", "either")
-
-    @property
-    def can_paste(self) -> bool:
-        # A generated kind still takes a pasted value (an operator may bring their own).
-        return True
 
     def runbook_steps(self, *, file: str, key: str, deploy: str) -> list[str]:
         """The steps printed after a rotation, placeholders filled in."""
@@ -399,6 +394,3 @@ def load_policy(root: Path | None = None, *, default_dir: Path | None = None) ->
     kinds = [kind for kind in built if not kind.fallback] + fallbacks
     return Policy(kinds=tuple(kinds), platform=platform, sources=tuple(sources))
 
-
-def describe_sources(policy: Policy) -> Sequence[str]:
-    return [str(path) for path in policy.sources]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,6 @@ class LeakPolicy:
     allow_fingerprints: frozenset[str] = frozenset()
     coverage_skip_suffixes: tuple[str, ...] = ()
     coverage_skip_paths: tuple[str, ...] = ()
-    sources: tuple[str, ...] = field(default=())
     review_recipients: bool = False  # [review] recipients: check --base flags access gained
 
 
@@ -196,9 +195,7 @@ def _merge(policy: LeakPolicy | None, path: Path) -> LeakPolicy:
     fingerprints = reader.strings(allow, "fingerprints", "fingerprints")
     for fingerprint in fingerprints:
         if not re.fullmatch(r"sha256:[0-9a-f]{16}", fingerprint):
-            raise reader.fail(
-                f"fingerprint {fingerprint!r} must look like sha256:<16 hex> as printed with a finding", fingerprint
-            )
+            raise reader.fail(f"fingerprint {fingerprint!r} must look like sha256:<16 hex> as printed with a finding", fingerprint)
 
     base_generic = policy.generic if policy is not None else None
     generic = base_generic
@@ -234,7 +231,6 @@ def _merge(policy: LeakPolicy | None, path: Path) -> LeakPolicy:
             allow_fingerprints=frozenset(fingerprints),
             coverage_skip_suffixes=reader.strings(coverage, "skip_suffixes", "skip_suffixes"),
             coverage_skip_paths=reader.strings(coverage, "skip_paths", "skip_paths"),
-            sources=(str(path),),
             review_recipients=review_recipients,
         )
     replaced = {rule.id: rule for rule in rules}
@@ -247,7 +243,6 @@ def _merge(policy: LeakPolicy | None, path: Path) -> LeakPolicy:
         allow_fingerprints=policy.allow_fingerprints | frozenset(fingerprints),
         coverage_skip_suffixes=policy.coverage_skip_suffixes + reader.strings(coverage, "skip_suffixes", "skip_suffixes"),
         coverage_skip_paths=policy.coverage_skip_paths + reader.strings(coverage, "skip_paths", "skip_paths"),
-        sources=(*policy.sources, str(path)),
         review_recipients=review_recipients,
     )
 

@@ -59,10 +59,35 @@ def _read_sops_file(repo: Repo, relpath: str) -> SecretFile | None:
 
 
 def _file_relpath(repo: Repo, file: str) -> str:
+    """``--file`` relative to the repository root if it names a file there, else to the
+    working directory; never outside the repository."""
     path = Path(file)
     if not path.is_absolute() and (repo.root / path).exists():
-        return Path(os.path.normpath(path)).as_posix()
+        rel = Path(os.path.normpath(path)).as_posix()
+        if rel != ".." and not rel.startswith("../"):
+            return rel
     return repo.relpath(path)
+
+
+def _addresses_a_value(secret_file: SecretFile, key: str) -> bool:
+    """``key`` split on '/' leads through mappings to one value, as sops-nix reads it."""
+    node: object = secret_file.tree
+    for part in key.split("/"):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return not isinstance(node, (dict, list))
+
+
+def _check_key(secret_file: SecretFile, relpath: str, key: str) -> None:
+    keys = secret_file.key_paths()
+    if _addresses_a_value(secret_file, key):
+        return
+    if key in keys:
+        raise BadInput(
+            f"{key!r} in {relpath} is a list item or a key holding '/', which sops-nix cannot name; change it with 'sops edit {relpath}'"
+        )
+    raise BadInput(f"no key {key!r} in {relpath} (its keys: {_key_list(keys)}); check the name, nested keys use '/'")
 
 
 def _key_list(keys: Sequence[str], limit: int = 12) -> str:
@@ -83,17 +108,18 @@ def resolve_target(repo: Repo, policy: Policy, key: str, file: str | None) -> Ta
         secret_file = _read_sops_file(repo, relpath)
         if secret_file is None:
             raise BadInput(f"--file {relpath} is not a sops-encrypted file; encrypt it with sops first")
-        keys = secret_file.key_paths()
-        if key not in keys:
-            raise BadInput(f"no key {key!r} in {relpath} (its keys: {_key_list(keys)}); check the name, nested keys use '/'")
+        _check_key(secret_file, relpath, key)
         return Target(relpath, key, policy.kind_for_key(key), secret_file)
     default = policy.platform.default_file
     default_file = _read_sops_file(repo, default) if default else None
     if default_file is not None and key in default_file.key_paths():
+        _check_key(default_file, default, key)
         return Target(default, key, policy.kind_for_key(key), default_file)
     holders = [sf for sf in repo.secret_files() if key in sf.key_paths()]
     if len(holders) == 1:
-        return Target(repo.relpath(holders[0].path), key, policy.kind_for_key(key), holders[0])
+        relpath = repo.relpath(holders[0].path)
+        _check_key(holders[0], relpath, key)
+        return Target(relpath, key, policy.kind_for_key(key), holders[0])
     if len(holders) > 1:
         names = ", ".join(repo.relpath(sf.path) for sf in holders)
         raise BadInput(f"{key!r} is in several files ({names}); pass --file to say which")
@@ -199,26 +225,50 @@ def data_key_rotation_reasons(repo: Repo, ledger: RotationLedger, target: Target
         readers = sorted({exposure.reader for _, exposure in record.exposures_since_data_key_rotation()})
         if readers:
             reasons.append("exposed to " + ", ".join(readers))
-    since = format_time(record.data_key_rotated_at) if record and record.data_key_rotated_at else None
-    patch = git.file_history_patch(repo.root, target.relpath, since)
     current = target.secret_file.metadata.age_recipients
-    removed = {
-        match
-        for line in patch.splitlines()
-        if line.startswith("-") and not line.startswith("---")
-        for match in _AGE_RECIPIENT.findall(line)
-        if match not in current
-    }
+    if record is not None and record.data_key_rotated_at is not None and record.data_key_readers is not None:
+        # Who could ever hold the current data key: its readers when it was made, and anyone
+        # added to the file since (a later removal of them counts).
+        patch = git.file_history_patch(
+            repo.root, target.relpath, since=format_time(record.data_key_rotated_at), after_commit=record.data_key_head
+        )
+        added = _recipients_in(patch, "+")
+        removed = (set(record.data_key_readers) | added) - current
+    else:
+        # No recorded data-key rotation: anyone ever removed from the file may hold this one.
+        patch = git.file_history_patch(repo.root, target.relpath)
+        removed = _recipients_in(patch, "-") - current
     if removed:
         names = _names_for(repo, sorted(removed))
         reasons.append("recipient removed since the last data-key rotation: " + ", ".join(names))
     return reasons
 
 
+def _recipients_in(patch: str, sign: str) -> set[str]:
+    """age recipients on the added (``+``) or removed (``-``) lines of a patch."""
+    return {
+        match
+        for line in patch.splitlines()
+        if line.startswith(sign) and not line.startswith(sign * 3)
+        for match in _AGE_RECIPIENT.findall(line)
+    }
+
+
+_ANCHORED_KEY = re.compile(r"&([A-Za-z0-9_-]+)\s+[\"']?(age1[02-9ac-hj-np-z]{58})")
+
+
 def _names_for(repo: Repo, recipients: Sequence[str]) -> list[str]:
+    """Names for recipients: from ``.sops.yaml`` now, else from its git history (a removed
+    reader's anchor is gone from the current file), else a shortened key."""
     from opssecrets.ledger import recipient_names
+    from opssecrets.sopsconfig import short_name
 
     known = recipient_names(repo.config_path)
+    if any(r not in known for r in recipients):
+        for line in git.file_history_patch(repo.root, ".sops.yaml").splitlines():
+            match = _ANCHORED_KEY.search(line)
+            if line.startswith("-") and match:
+                known.setdefault(match.group(2), short_name(match.group(1)))
     return [known.get(r, r[:12] + "...") for r in recipients]
 
 
@@ -226,9 +276,13 @@ def _names_for(repo: Repo, recipients: Sequence[str]) -> list[str]:
 
 
 def _staging_dir(repo: Repo) -> Path:
+    """A fresh private folder for the copy sops works on. Called under the repository lock,
+    so any older ``rotate-*`` folder is left by a killed run (ciphertext only): removed."""
     base = repo.state_dir / "staging"
     base.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(base, 0o700)
+    for stale in base.glob("rotate-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     return Path(tempfile.mkdtemp(prefix="rotate-", dir=base))
 
 
@@ -326,7 +380,11 @@ def rotate_secret(
         skipped = "--no-verify"
     else:
         verified = verify_new_value(kind, value, options)
-    with editing(repo.root) as ledger:
+    from opssecrets.transaction import repo_lock
+
+    # The repository lock keeps recipient changes (remove-engineer, ...) from running at the
+    # same time; the ledger's own lock is taken inside it, never the other way round.
+    with repo_lock(repo), editing(repo.root) as ledger:
         reasons = data_key_rotation_reasons(repo, ledger, target)
         write_value(repo, target.relpath, target.key, value, rotate_data_key=bool(reasons))
         when = now_utc()

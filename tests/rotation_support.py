@@ -125,7 +125,7 @@ def fake_server(prefix: str = "") -> Iterator[FakeService]:
     service = FakeService()
     handler = type("Handler", (_Handler,), {"service": service})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     service.url = f"http://127.0.0.1:{server.server_address[1]}{prefix}"
     try:
@@ -148,7 +148,7 @@ keys:
   - &admin_dan {dan}
   - &host_clarun {host}
 creation_rules:
-  - path_regex: ^secrets/[^/]+\\.yaml$
+  - path_regex: ^secrets/[^/]+\\.(yaml|json|env|ini)$
     key_groups:
       - age:
           - *admin_dan

@@ -6,11 +6,11 @@ import os
 import subprocess
 import sys
 
+import guard_support as tok
 import yaml
+from conftest import PROJECT_ROOT, OpsRepo
 
 from opssecrets.cli import COMMANDS
-from tests import guard_tokens as tok
-from tests.conftest import PROJECT_ROOT, OpsRepo
 
 
 def test_pre_commit_hook_definition() -> None:
@@ -28,9 +28,20 @@ def test_docs_show_three_line_config_and_git_hook() -> None:
     guide = (PROJECT_ROOT / "docs" / "guard.md").read_text()
     assert "id: opssecrets-check" in guide
     assert "opssecrets check --staged" in guide
-    rule_ids = [line.split('"')[1] for line in (PROJECT_ROOT / "policies" / "leaks.toml").read_text().splitlines() if line.startswith("id = ")]
-    for rule_id in [*rule_ids, "sops-unencrypted", "sops-plaintext-value", "sops-missing-mac", "sops-recipient-drift",
-                    "sops-config-invalid", "sops-nix-missing-key", "sops-nix-missing-file", "known-value"]:
+    rule_ids = [
+        line.split('"')[1] for line in (PROJECT_ROOT / "policies" / "leaks.toml").read_text().splitlines() if line.startswith("id = ")
+    ]
+    for rule_id in [
+        *rule_ids,
+        "sops-unencrypted",
+        "sops-plaintext-value",
+        "sops-missing-mac",
+        "sops-recipient-drift",
+        "sops-config-invalid",
+        "sops-nix-missing-key",
+        "sops-nix-missing-file",
+        "known-value",
+    ]:
         assert f"`{rule_id}`" in guide, rule_id
 
 

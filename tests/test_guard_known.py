@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from tests import guard_tokens as tok
-from tests.conftest import AgeKey, OpsRepo
-from tests.test_guard_rules import assert_redacted, findings
+import guard_support as tok
+from conftest import AgeKey, OpsRepo
+from guard_support import assert_redacted, findings
 
 
 def test_known_values_found_in_any_format_without_showing_them(repo: OpsRepo) -> None:

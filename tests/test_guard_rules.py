@@ -5,27 +5,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+import guard_support as tok
 import pytest
-
-from tests import guard_tokens as tok
-from tests.conftest import OpsRepo
-
-
-def findings(repo: OpsRepo, *args: str) -> list[dict[str, object]]:
-    result = repo.ops("check", "--json", *args)
-    assert result.code in (0, 1), result
-    payload = json.loads(result.out)
-    assert set(payload) == {"findings"}
-    for finding in payload["findings"]:
-        assert set(finding) == {"path", "line", "rule", "message"}
-    assert (result.code == 1) == bool(payload["findings"]), result
-    return list(payload["findings"])
-
-
-def assert_redacted(secret: str, output: str) -> None:
-    """At most the first four characters of ``secret`` appear: no 6-character window past them."""
-    for i in range(1, len(secret) - 5):
-        assert secret[i : i + 6] not in output, f"characters {i}..{i + 6} of the secret leaked"
+from conftest import OpsRepo
+from guard_support import assert_redacted, findings
 
 
 def rules_in(repo: OpsRepo, rel: str, text: str) -> list[str]:
@@ -59,6 +42,12 @@ def test_each_token_kind_is_found_with_line_and_redacted(repo: OpsRepo, rule: st
     assert len(lines) == 1, result
     assert lines[0].startswith(f"notes/deploy.txt:3: {rule}: ")
     assert_redacted(secret, result.out + result.err)
+
+
+def test_a_known_token_assigned_to_a_secret_name_is_one_finding(repo: OpsRepo) -> None:
+    repo.write("bridge.env", f"SLACK_APP_TOKEN={tok.slack_app()}\nSLACK_BOT_TOKEN='{tok.slack_bot()}'\n")
+    found = findings(repo, "bridge.env")
+    assert [(f["line"], f["rule"]) for f in found] == [(1, "slack-app-token"), (2, "slack-bot-token")]
 
 
 def test_private_key_blocks(repo: OpsRepo) -> None:
@@ -114,6 +103,10 @@ token_path: /run/secrets/slack_bot_token
 password = getpass.getpass()
 if token == "abc": pass
 some_token: slack_bot_token_production_value
+PROJECT_SECRETS = f"secrets/projects/{{PROJECT}}/secrets.yaml"
+SECRETS = "matrix-registration-token: reg-0001\\nacme-email: ops@example.invalid\\n"
+forgejo-db-password: old-password-1
+secret_store: secrets/prod/matrix.yaml
 """
     repo.write("conf/app.yaml", text)
     found = findings(repo, "conf/app.yaml")

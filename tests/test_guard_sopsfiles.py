@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import re
 
+import guard_support as tok
 import pytest
-
-from tests import guard_tokens as tok
-from tests.conftest import AgeKey, OpsRepo
-from tests.test_guard_rules import findings
+from conftest import AgeKey, OpsRepo
+from guard_support import findings
 
 
 def sops_config(repo: OpsRepo, *recipients: str, extra: str = "") -> None:
@@ -123,3 +122,31 @@ def test_catch_all_rule_does_not_flag_source_files(repo: OpsRepo) -> None:
     repo.write("modules/vpn/keys.yaml", "private: plain\n")
     found = findings(repo, "modules/vpn/default.nix", "modules/vpn/README.md", "modules/vpn/keys.yaml")
     assert summary(found) == [("modules/vpn/keys.yaml", None, "sops-unencrypted")]
+
+
+def test_encrypted_suffix_with_mac_only_encrypted(repo: OpsRepo) -> None:
+    repo.write(
+        ".sops.yaml",
+        f"creation_rules:\n  - path_regex: ^secrets/\n    age: {repo.operator.recipient}\n"
+        "    encrypted_suffix: _secret\n    mac_only_encrypted: true\n",
+    )
+    path = repo.encrypt("secrets/app.yaml", f"host: db.internal\nport: 5432\ndb_secret: {tok.rand(20)}\n")
+    text = path.read_text()
+    assert "host: db.internal" in text
+    assert "mac_only_encrypted: true" in text
+    assert findings(repo, "secrets/app.yaml") == []
+    path.write_text(text.replace("port: 5432\n", "port: 5432\napi_secret: pasted\n", 1))
+    found = findings(repo, "secrets/app.yaml")
+    assert [(f["line"], f["rule"]) for f in found] == [(3, "sops-plaintext-value")]
+    assert "api_secret" in str(found[0]["message"])
+
+
+def test_multi_document_yaml(repo: OpsRepo) -> None:
+    sops_config(repo)
+    path = repo.encrypt("secrets/multi.yaml", f"a: {tok.rand(20)}\n---\nb: {tok.rand(20)}\n")
+    assert path.read_text().count("\nsops:\n") == 2
+    assert findings(repo, "secrets/multi.yaml") == []
+    path.write_text(path.read_text().replace("\n---\n", "\n---\npasted: plain\n", 1))
+    found = findings(repo, "secrets/multi.yaml")
+    assert [f["rule"] for f in found] == ["sops-plaintext-value"]
+    assert "pasted" in str(found[0]["message"])

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from tests import guard_tokens as tok
-from tests.conftest import OpsRepo
-from tests.test_guard_rules import findings
+import guard_support as tok
+from conftest import OpsRepo
+from guard_support import findings
 
 
 def setup_secrets(repo: OpsRepo) -> None:
@@ -63,8 +63,7 @@ def test_unresolvable_sops_file_is_not_guessed(repo: OpsRepo) -> None:
     setup_secrets(repo)
     repo.write(
         "hosts/x.nix",
-        '{ config, ... }: {\n  sops.defaultSopsFile = ../secrets/${config.networking.hostName}.yaml;\n'
-        '  sops.secrets.anything = {};\n}\n',
+        "{ config, ... }: {\n  sops.defaultSopsFile = ../secrets/${config.networking.hostName}.yaml;\n  sops.secrets.anything = {};\n}\n",
     )
     assert findings(repo, "hosts/x.nix") == []
 
@@ -77,3 +76,42 @@ def test_staged_nix_checks_staged_sops_file(repo: OpsRepo) -> None:
     assert [(f["path"], f["rule"]) for f in found] == [("host.nix", "sops-nix-missing-file")]
     repo.git("add", "secrets")
     assert findings(repo, "--staged") == []
+
+
+def test_healthy_sops_nix_repository_has_no_finding(repo: OpsRepo) -> None:
+    """A real public .sops.yaml (NixOS/infra, public keys only), files sops wrote for it, Nix, a lock file."""
+    import secrets as pysecrets
+
+    from conftest import SHARED
+
+    repo.write(".sops.yaml", (SHARED / "corpus" / "sops-configs" / "06-NixOS__infra.yaml").read_text())
+    repo.encrypt("secrets/hydra-github-token.caliban", tok.rand(40))  # binary format
+    block = "".join(f"    {line}\n" for line in tok.openssh_block().splitlines())
+    repo.encrypt("secrets/caliban-hostkeys.yaml", f"ssh_host_ed25519_key: |\n{block}ssh_host_rsa_key: {tok.rand(40)}\n")
+    repo.write(
+        "hosts/caliban/default.nix",
+        """{ config, inputs, ... }:
+{
+  sops.defaultSopsFile = ../../secrets/caliban-hostkeys.yaml;
+  sops.secrets.ssh_host_ed25519_key = { path = "/etc/ssh/ssh_host_ed25519_key"; };
+  sops.secrets.hydra-github-token = {
+    sopsFile = ../../secrets/hydra-github-token.caliban;
+    format = "binary";
+    owner = "hydra";
+  };
+  services.hydra.githubTokenFile = config.sops.secrets.hydra-github-token.path;
+  users.users.root.openssh.authorizedKeys.keys = [ "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI@KEY@ hexa" ];
+}
+""".replace("@KEY@", tok.rand(43)),
+    )
+    repo.write(
+        "flake.lock",
+        '{"nodes": {"nixpkgs": {"locked": {"narHash": "sha256-@HASH@=", "rev": "@REV@", "type": "github"}}}, "version": 7}\n'.replace(
+            "@HASH@", tok.rand(43)
+        ).replace("@REV@", pysecrets.token_hex(20)),
+    )
+    repo.write("README.md", "Set `SLACK_BOT_TOKEN=xoxb-your-token-here` and `SLACK_APP_TOKEN=xapp-...` in the bridge secrets.\n")
+    repo.git("add", ".")
+    for args in (("--all",), ("--staged",)):
+        result = repo.ops("check", *args)
+        assert (result.code, result.out) == (0, ""), (args, result)

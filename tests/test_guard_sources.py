@@ -8,9 +8,9 @@ import stat
 import subprocess
 import sys
 
-from tests import guard_tokens as tok
-from tests.conftest import PROJECT_ROOT, OpsRepo
-from tests.test_guard_rules import findings
+import guard_support as tok
+from conftest import PROJECT_ROOT, OpsRepo
+from guard_support import findings
 
 
 def test_staged_reads_the_index_not_the_working_tree(repo: OpsRepo) -> None:

@@ -7,7 +7,7 @@
   random trees whose values include those same tokens: the scanner finds nothing, and the
   sops-file structure checker finds nothing either.
 
-Every token is generated at run time (tests/guard_tokens.py); nothing secret-looking is
+Every token is generated at run time (tests/guard_support.py); nothing secret-looking is
 committed.
 """
 
@@ -27,7 +27,7 @@ from opssecrets.guard.scanner import LeakScanner
 from opssecrets.guard.sopsfiles import check_covered_file
 from opssecrets.policy_leaks import load_leak_policy
 from opssecrets.rules import CreationRule, KeyGroup
-from tests import guard_tokens as tok
+from tests import guard_support as tok
 from tests.conftest import AgeKey
 
 EXAMPLES = int(os.environ.get("OPSSECRETS_PROPERTY_EXAMPLES", "150"))

@@ -358,3 +358,18 @@ def test_progress_bar_on_a_terminal_only(platform: OpsRepo) -> None:
     assert b"re-wrapping data keys [" in seen and b"10/10" in seen
     piped = platform.ops_proc("remove-engineer", "eve")
     assert piped.code == 0 and "[####" not in piped.err
+
+
+def test_in_a_git_worktree_the_lock_and_staging_stay_out_of_the_work_tree(platform: OpsRepo, tmp_path: Path) -> None:
+    platform.git("add", "-A")
+    platform.git("commit", "-qm", "platform")
+    tree = tmp_path / "tree"
+    platform.git("worktree", "add", "-q", str(tree))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), **platform.extra_env}
+    proc = subprocess.run(
+        [sys.executable, "-m", "opssecrets", "--repo", str(tree), "add-engineer", "eve", "--age-key", AgeKey.new().recipient, "--admin"],
+        capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=tree, capture_output=True, text=True, check=True).stdout
+    assert status.split() == ["M", ".sops.yaml", "M", "secrets/projects/hello-bot/secrets.yaml", "M", "secrets/secrets.yaml"]

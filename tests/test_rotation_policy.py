@@ -187,3 +187,13 @@ def test_malformed_policy_through_the_cli(tmp_path: Path, repo: object) -> None:
         f"opssecrets: error: policy file {repo.root}/policies/kinds.toml, line 2: "
         "kinds.slack-bot-token.max_age_days: must be a whole number; fix the file"
     )
+
+
+def test_the_documented_repository_policy_example_loads(tmp_path: Path) -> None:
+    text = (PROJECT_ROOT / "docs" / "rotation.md").read_text()
+    start = text.index("```toml\n") + len("```toml\n")
+    _repo_policy(tmp_path, text[start : text.index("```", start)])
+    policy = load_policy(tmp_path)
+    assert policy.kind_for_key("bridge/bot").name == "slack-bot-token"
+    assert policy.kind_for_key("bridge/bot").expected_team == "chochacho"
+    assert policy.kind_for_key("forgejo/runner_token").max_age_days == 180

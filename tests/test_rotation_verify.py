@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 from conftest import OpsRepo
-from rotation_support import FakeService, Platform, closed_port_url, fake_server, make_platform
+from rotation_support import FakeService, Platform, bot_token, closed_port_url, fake_server, make_platform
 
 from opssecrets.verify.http import Rejected, Unreachable
 from opssecrets.verify.matrix import MatrixClient
@@ -119,7 +119,7 @@ def test_slack_error_field_is_scrubbed_of_the_token(service: FakeService) -> Non
             self.wfile.write(body)
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         with pytest.raises(Rejected) as caught:
             SlackClient(f"http://127.0.0.1:{server.server_address[1]}").auth_test("xoxb-secret-value-123")
@@ -136,3 +136,57 @@ def test_non_json_reply_is_unreachable_not_a_crash(service: FakeService) -> None
     assert "HTTP 404" in caught.value.message
     with pytest.raises(Unreachable):
         SlackClient("ftp://example.invalid").auth_test("x")
+
+
+def test_redirects_are_not_followed_so_the_token_stays_put(service: FakeService) -> None:
+    """urllib would resend the Authorization header to wherever a redirect points."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    target = service.url + "/api/auth.test"
+
+    class Redirect(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            self.send_response(307)
+            self.send_header("Location", target)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        with pytest.raises(Unreachable) as caught:
+            SlackClient(f"http://127.0.0.1:{server.server_address[1]}/api").auth_test(bot_token())
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "redirect (HTTP 307)" in caught.value.message
+    assert service.requests == []  # the token never reached the redirect's target
+
+
+def test_printed_next_steps_run_as_printed(platform: Platform, service: FakeService, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commands in rotate's next steps (from the policy) are real: run them as printed."""
+    import os
+    import shlex
+    import subprocess
+
+    monkeypatch.setenv("OPSSECRETS_HOMESERVER", service.url)
+    r = platform.repo.ops("rotate", "matrix-registration-token", "--generate")
+    assert r.code == 0, r
+    steps = [line.split(". ", 1)[1] for line in r.out.splitlines() if line.startswith("  ") and ". " in line]
+    verify_step = next(step for step in steps if "opssecrets verify" in step)
+    read_step = next(step for step in steps if "sops decrypt --extract" in step)
+    new = platform.value("matrix-registration-token")
+    # before the deploy the homeserver does not know the token; after it, it does
+    args = shlex.split(verify_step.split(": ", 1)[1])
+    assert args[0] == "opssecrets"
+    assert platform.repo.ops(*args[1:]).code == 1
+    service.valid.add(new)
+    assert platform.repo.ops(*args[1:]).code == 0
+    command = shlex.split(read_step.split(": ", 1)[1])
+    env = dict(os.environ) | {"SOPS_AGE_KEY": platform.repo.operator.identity, "SOPS_DISABLE_VERSION_CHECK": "1"}
+    proc = subprocess.run(command, cwd=platform.root, env=env, capture_output=True, text=True, check=False, timeout=60)
+    assert proc.returncode == 0 and proc.stdout == new

@@ -68,5 +68,3 @@ def check(
             )
     return EXIT_FINDINGS if report.findings else EXIT_OK
 
-
-__all__ = ["check"]

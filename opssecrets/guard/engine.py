@@ -45,10 +45,6 @@ class CheckReport:
     checked: int = 0
     binary: int = 0
 
-    @property
-    def clean(self) -> bool:
-        return not self.findings
-
 
 # Set in the parent before forking workers; the workers inherit it.
 _SCAN_STATE: tuple[LeakScanner, list[KnownValue]] | None = None
@@ -142,62 +138,64 @@ def run_check(root: Path, options: CheckOptions) -> CheckReport:
         known, known_notes = collect_known_values(Repo(root))
         report.notes.extend(known_notes)
     _SCAN_STATE = (scanner, known)
+    try:
+        config = load_config(config_data)
+        if config.problem is not None:
+            report.findings.append(config.problem)
 
-    config = load_config(config_data)
-    if config.problem is not None:
-        report.findings.append(config.problem)
-    if options.base is not None:
-        from opssecrets.guard.review import review_recipients
+        if options.base is not None:
+            from opssecrets.guard.review import review_recipients
 
-        review_findings, review_notes = review_recipients(root, options.base, config_data, policy.review_recipients)
-        report.findings.extend(review_findings)
-        report.notes.extend(review_notes)
+            review_findings, review_notes = review_recipients(root, options.base, config_data, policy.review_recipients)
+            report.findings.extend(review_findings)
+            report.notes.extend(review_notes)
 
-    readable = [item for item in items if item.note is None]
-    report.notes.extend(f"{item.rel}: {item.note}" for item in items if item.note is not None)
-    report.checked = len(readable)
+        readable = [item for item in items if item.note is None]
+        report.notes.extend(f"{item.rel}: {item.note}" for item in items if item.note is not None)
+        report.checked = len(readable)
 
-    # The leak scan (and known values): the bulk of the work.
-    lazy = [item for item in readable if item.data is None]
-    loaded = [item for item in readable if item.data is not None]
-    for item in loaded:
-        assert item.data is not None
-        if is_binary(item.data):
-            report.binary += 1
-        report.findings.extend(_scan_content(item.rel, item.data))
-    if lazy:
-        _scan_lazy(root, lazy, options.jobs, report)
+        # The leak scan (and known values): the bulk of the work.
+        lazy = [item for item in readable if item.data is None]
+        loaded = [item for item in readable if item.data is not None]
+        for item in loaded:
+            assert item.data is not None
+            if is_binary(item.data):
+                report.binary += 1
+            report.findings.extend(_scan_content(item.rel, item.data))
+        if lazy:
+            _scan_lazy(root, lazy, options.jobs, report)
 
-    # Structure checks need the content of the few files they apply to.
-    nix_default: str | None = None
-    nix_default_known = False
-    for item in readable:
-        rule = covering_rule(config, item.rel, policy.coverage_skip_suffixes, policy.coverage_skip_paths)
-        is_nix = item.rel.endswith(".nix")
-        if rule is None and not is_nix:
-            continue
-        data = item.data if item.data is not None else read(item.rel)
-        if data is None:
-            continue
-        if rule is not None:
-            report.findings.extend(check_covered_file(item.rel, data, rule))
-        if is_nix and b"sops" in data:
-            from opssecrets.guard.sopsnix import check_nix_file, default_from_files
+        # Structure checks need the content of the few files they apply to.
+        nix_default: str | None = None
+        nix_default_known = False
+        for item in readable:
+            rule = covering_rule(config, item.rel, policy.coverage_skip_suffixes, policy.coverage_skip_paths)
+            is_nix = item.rel.endswith(".nix")
+            if rule is None and not is_nix:
+                continue
+            data = item.data if item.data is not None else read(item.rel)
+            if data is None:
+                continue
+            if rule is not None:
+                report.findings.extend(check_covered_file(item.rel, data, rule))
+            if is_nix and b"sops" in data:
+                from opssecrets.guard.sopsnix import check_nix_file, default_from_files
 
-            if not nix_default_known:
-                nix_default = default_from_files(_nix_files_with_default(root, read, options.mode == "staged"))
-                nix_default_known = True
-            report.findings.extend(check_nix_file(item.rel, data, read, nix_default))
+                if not nix_default_known:
+                    nix_default = default_from_files(_nix_files_with_default(root, read, options.mode == "staged"))
+                    nix_default_known = True
+                report.findings.extend(check_nix_file(item.rel, data, read, nix_default))
 
-    report.findings = sorted(
-        {
-            f
-            for f in report.findings
-            if (f.path == CONFIG_NAME and f.rule.startswith("sops-config")) or not scanner.path_allowed(f.path)
-        },
-        key=lambda f: (f.path, f.line or 0, f.rule, f.message),
-    )
-    _SCAN_STATE = None
+        report.findings = sorted(
+            {
+                f
+                for f in report.findings
+                if (f.path == CONFIG_NAME and f.rule.startswith("sops-config")) or not scanner.path_allowed(f.path)
+            },
+            key=lambda f: (f.path, f.line or 0, f.rule, f.message),
+        )
+    finally:
+        _SCAN_STATE = None
     return report
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 PREVIEW_CHARS = 4
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class Finding:
     """One problem: ``path`` relative to the repository root, ``line`` 1-based or None."""
 

@@ -62,11 +62,21 @@ def _values_of(rel: str, plaintext: bytes) -> list[KnownValue]:
         candidates = {plaintext, plaintext.rstrip(b"\r\n")}
         return [KnownValue(v, "data", rel) for v in candidates if len(v) >= MIN_KNOWN_LENGTH]
     try:
-        tree, _ = parse_tree(Path(rel), plaintext.decode("utf-8"))
+        text = plaintext.decode("utf-8")
+        if file_format(rel) == "yaml":  # possibly several documents
+            import yaml
+
+            from opssecrets.yamllimits import check_depth
+
+            check_depth(text)  # a hostile file decrypts to anything; libyaml must not crash on it
+            loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+            trees = [doc for doc in yaml.load_all(text, Loader=loader) if isinstance(doc, dict)]
+        else:
+            trees = [parse_tree(Path(rel), text)[0]]
     except Exception:  # decrypted but unparseable: nothing to compare (never show why: it holds values)
         return []
     out: list[KnownValue] = []
-    for key, value in iter_leaves(tree):
+    for key, value in (leaf for tree in trees for leaf in iter_leaves(tree)):
         if value is None or isinstance(value, bool):
             continue
         raw = str(value).encode("utf-8")

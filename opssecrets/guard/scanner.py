@@ -31,8 +31,9 @@ DENSE_NAME_HITS = 20_000  # above this many names in one file, filter assignment
 # or bare, at least min_length long. `==`, `!=`, `<=`, `::` are not assignments.
 _TAIL = (
     rb"""([a-z0-9_.\-]{0,64})["']?[ \t]*(?::=|=>|:(?![:=])|=(?![=~]))[ \t]*"""
-    rb"""(?:[bruf]{0,2}(["'`])([^"'`\r\n]{%d,512}?)\2|([^\s"'`#;,(){}\[\]<>]{%d,512}))"""
+    rb"""(?:[bruf]{0,2}(["'`])([^"'`\\\r\n]{%d,512}?)\2|([^\s"'`#;,(){}\[\]<>\\]{%d,512}))"""
 )
+_PATHISH = re.compile(r"[a-z0-9_.~-]+(?:/[a-z0-9_.~-]*)+")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _WORDISH = re.compile(r"[a-z]+(?:[_.-][a-z]+)*|[A-Z]+(?:_[A-Z]+)*|[A-Za-z_]+(?:\.[A-Za-z_]+)+|[0-9]+")
 _REFERENCE_PREFIXES = (
@@ -78,9 +79,7 @@ def literal_trie(words: list[bytes]) -> bytes:
         node[None] = {}
 
     def build(node: dict[int | None, Any]) -> bytes:
-        branches = [
-            re.escape(bytes([key])) + build(child) for key, child in sorted((k, v) for k, v in node.items() if k is not None)
-        ]
+        branches = [re.escape(bytes([key])) + build(child) for key, child in sorted((k, v) for k, v in node.items() if k is not None)]
         if not branches:
             return b""
         ends_here = None in node
@@ -125,9 +124,7 @@ class LeakScanner:
         for compiled in self._rules:
             for keyword in compiled.rule.keywords:
                 self._rules_for.setdefault(keyword.lower(), []).append(compiled)
-        self._names: frozenset[bytes] = (
-            frozenset(n.encode("utf-8") for n in self._generic.names) if self._generic else frozenset()
-        )
+        self._names: frozenset[bytes] = frozenset(n.encode("utf-8") for n in self._generic.names) if self._generic else frozenset()
         literals = sorted(set(self._rules_for) | self._names)
         self._gate = re.compile(literal_trie(literals)) if literals else None
         length = max(1, self._generic.min_length) if self._generic else 1
@@ -156,7 +153,10 @@ class LeakScanner:
             hits.extend(self._pattern_hits(compiled, data))
         if self._generic is not None and not present.isdisjoint(self._names):
             name_hits = len(found) if len(found) <= DENSE_NAME_HITS else sum(1 for word in found if word in self._names)
-            hits.extend(self._generic_hits(self._generic, data, lowered, name_hits))
+            spans = [(hit.start, hit.start + len(hit.secret)) for hit in hits]
+            generic = self._generic_hits(self._generic, data, lowered, name_hits)
+            # a value a specific rule already named (SLACK_APP_TOKEN=xapp-...) is one finding, not two
+            hits.extend(hit for hit in generic if not any(start <= hit.start < end for start, end in spans))
         if not hits:
             return []
         return self._to_findings(rel, data, hits)
@@ -246,7 +246,12 @@ class LeakScanner:
         value = raw.decode("utf-8", "replace")
         if any(ch.isspace() for ch in value) or value.startswith(_REFERENCE_PREFIXES):
             return False
-        if "ENC[" in value or "/nix/store/" in value or "${" in value:
+        if "ENC[" in value or "/nix/store/" in value or "{" in value or "}" in value:
+            return False  # ciphertext, store paths, ${VAR} / {{ var }} / f"{x}" templates
+        lowered = value.lower()
+        if any(name in lowered for name in generic.names):
+            return False  # "old-password-1", "my_api_token_here": a name, not a secret
+        if _PATHISH.fullmatch(value):
             return False
         if _UUID.fullmatch(value) or _WORDISH.fullmatch(value):
             return False

@@ -37,10 +37,6 @@ class SopsConfigView:
     rules: tuple[CreationRule, ...]
     problem: Finding | None = None
 
-    @property
-    def usable(self) -> bool:
-        return self.problem is None
-
 
 def load_config(data: bytes | None) -> SopsConfigView:
     """Parse ``.sops.yaml`` content; a file that does not parse is one finding, not an error."""
@@ -60,16 +56,12 @@ def load_config(data: bytes | None) -> SopsConfigView:
             )
         parsed = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
     except UnicodeDecodeError:
-        return SopsConfigView(
-            (), Finding(CONFIG_NAME, None, RULE_CONFIG, "is not UTF-8 text; sops cannot read it; save it as UTF-8")
-        )
+        return SopsConfigView((), Finding(CONFIG_NAME, None, RULE_CONFIG, "is not UTF-8 text; sops cannot read it; save it as UTF-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or exc.__class__.__name__
-        message = (
-            f"does not parse as YAML ({problem}); sops cannot use it and no file was checked against its rules: fix the syntax"
-        )
+        message = f"does not parse as YAML ({problem}); sops cannot use it and no file was checked against its rules: fix the syntax"
         return SopsConfigView((), Finding(CONFIG_NAME, line, RULE_CONFIG, message))
     try:
         rules = rules_from_data(parsed, CONFIG_NAME)
@@ -78,9 +70,7 @@ def load_config(data: bytes | None) -> SopsConfigView:
     except BadInput as exc:
         return SopsConfigView((), Finding(CONFIG_NAME, None, RULE_CONFIG, exc.message))
     except re.error as exc:
-        return SopsConfigView(
-            (), Finding(CONFIG_NAME, None, RULE_CONFIG, f"a path_regex does not compile ({exc}); fix the regex")
-        )
+        return SopsConfigView((), Finding(CONFIG_NAME, None, RULE_CONFIG, f"a path_regex does not compile ({exc}); fix the regex"))
     return SopsConfigView(tuple(rules))
 
 
@@ -150,9 +140,6 @@ def _yaml_leaves(text: str) -> Iterator[_Leaf]:
 
     check_depth(text)
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    root = yaml.compose(text, Loader=loader)
-    if not isinstance(root, yaml.MappingNode):
-        return
     budget = [MAX_LEAVES]
 
     def walk(node: yaml.Node, path: tuple[str, ...]) -> Iterator[_Leaf]:
@@ -172,7 +159,24 @@ def _yaml_leaves(text: str) -> Iterator[_Leaf]:
             is_null = node.tag == "tag:yaml.org,2002:null"
             yield _Leaf(path, None if is_null else str(node.value), node.start_mark.line + 1)
 
-    yield from walk(root, ())
+    for root in yaml.compose_all(text, Loader=loader):  # sops writes one sops block per document
+        if isinstance(root, yaml.MappingNode):
+            yield from walk(root, ())
+
+
+def _yaml_metadata(text: str) -> SopsMetadata:
+    """The metadata of a (possibly multi-document) YAML sops file: every document needs its own."""
+    import yaml
+
+    from opssecrets.yamllimits import check_depth
+
+    check_depth(text)  # TooDeep before libyaml could crash on it
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    documents = [doc for doc in yaml.load_all(text, Loader=loader) if doc is not None]
+    if not documents:
+        raise NotASopsFile("empty")
+    metadata = [metadata_from(doc.get("sops") if isinstance(doc, dict) else None) for doc in documents]
+    return metadata[0]
 
 
 def _flat_leaves(text: str, fmt: str) -> Iterator[_Leaf]:
@@ -219,8 +223,11 @@ def check_covered_file(rel: str, data: bytes, rule: CreationRule) -> list[Findin
             )
         ]
     try:
-        _, raw_meta = parse_tree(Path(rel), text)
-        metadata = metadata_from(raw_meta)
+        if fmt == "yaml":
+            metadata = _yaml_metadata(text)
+        else:
+            _, raw_meta = parse_tree(Path(rel), text)
+            metadata = metadata_from(raw_meta)
     except NotASopsFile:
         return [
             Finding(
@@ -247,8 +254,7 @@ def check_covered_file(rel: str, data: bytes, rule: CreationRule) -> list[Findin
                 rel,
                 None,
                 RULE_MISSING_MAC,
-                "sops metadata has no encrypted mac: the file was edited by hand "
-                "or damaged; restore it from git or re-encrypt it",
+                "sops metadata has no encrypted mac: the file was edited by hand or damaged; restore it from git or re-encrypt it",
             )
         )
     findings.extend(_plaintext_values(rel, text, fmt, metadata))

@@ -13,18 +13,17 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from opssecrets.guard.findings import Finding
+from opssecrets.guard.sources import Reader
 from opssecrets.secretfile import file_format, parse_tree
 
 RULE_MISSING_KEY = "sops-nix-missing-key"
 RULE_MISSING_FILE = "sops-nix-missing-file"
-
-Reader = Callable[[str], bytes | None]
 
 
 _SPECIAL = re.compile(r"#|/\*|\"|''")
@@ -46,16 +45,16 @@ def mask(text: str) -> str:
         if special is None:
             break
         start = special.start()
-        token = special.group(0)
-        if token == "#":
+        opener = special.group(0)
+        if opener == "#":
             end = text.find("\n", start)
             end = n if end < 0 else end
             pieces += [text[i:start], " " * (end - start)]
-        elif token == "/*":
+        elif opener == "/*":
             end = text.find("*/", start + 2)
             end = n if end < 0 else end + 2
             pieces += [text[i:start], _blank(text[start:end], " ")]
-        elif token == '"':
+        elif opener == '"':
             body = _DOUBLE_QUOTED_END.match(text, start + 1)
             assert body is not None  # the pattern matches the empty string
             close = body.start(1)
@@ -163,18 +162,31 @@ def _secret_from_value(text: str, masked: str, secret: _Secret, value_start: int
                 secret.options[path[0]] = (text[vstart:vend].strip(), vstart)
 
 
-def _secrets_attrset(text: str, masked: str, start: int, stop: int, decls: NixSopsDecls) -> None:
-    by_name: dict[str, _Secret] = {}
+def _declare(
+    text: str,
+    masked: str,
+    declared: dict[str, _Secret],
+    decls: NixSopsDecls,
+    name: str,
+    offset: int,
+    rest: list[str],
+    vstart: int,
+    vend: int,
+) -> None:
+    """Record ``sops.secrets.NAME[.option] = value``: the secret once, then its options."""
+    secret = declared.get(name)
+    if secret is None:
+        secret = declared[name] = _Secret(name, offset)
+        decls.secrets.append(secret)
+    if not rest:
+        _secret_from_value(text, masked, secret, vstart, vend)
+    elif len(rest) == 1 and rest[0] in _OPTIONS:
+        secret.options[rest[0]] = (text[vstart:vend].strip(), vstart)
+
+
+def _secrets_attrset(text: str, masked: str, start: int, stop: int, decls: NixSopsDecls, declared: dict[str, _Secret]) -> None:
     for path, offset, vstart, vend in _bindings(text, masked, start, stop):
-        name = path[0]
-        secret = by_name.get(name)
-        if secret is None:
-            secret = by_name[name] = _Secret(name, offset)
-            decls.secrets.append(secret)
-        if len(path) == 1:
-            _secret_from_value(text, masked, secret, vstart, vend)
-        elif len(path) == 2 and path[1] in _OPTIONS:
-            secret.options[path[1]] = (text[vstart:vend].strip(), vstart)
+        _declare(text, masked, declared, decls, path[0], offset, path[1:], vstart, vend)
 
 
 _SOPS_PREFIX = re.compile(r"(?<![A-Za-z0-9_.'\"-])sops\s*(?=[.=])")
@@ -219,17 +231,10 @@ def _sops_binding(
     if names == ["sops", "defaultSopsFile"]:
         decls.default_file = (text[vstart:vend].strip(), vstart)
     elif names == ["sops", "secrets"] and masked.startswith("{", vstart):
-        _secrets_attrset(text, masked, vstart + 1, _matching_brace(masked, vstart), decls)
+        _secrets_attrset(text, masked, vstart + 1, _matching_brace(masked, vstart), decls, direct)
     elif len(names) >= 3 and names[1] == "secrets":
-        name = names[2]
-        secret = direct.get(name)
-        if secret is None:
-            secret = direct[name] = _Secret(name, offsets[2] if len(offsets) > 2 else offsets[-1])
-            decls.secrets.append(secret)
-        if len(names) == 3:
-            _secret_from_value(text, masked, secret, vstart, vend)
-        elif len(names) == 4 and names[3] in _OPTIONS:
-            secret.options[names[3]] = (text[vstart:vend].strip(), vstart)
+        offset = offsets[2] if len(offsets) > 2 else offsets[-1]
+        _declare(text, masked, direct, decls, names[2], offset, names[3:], vstart, vend)
 
 
 # -- resolving files and keys --------------------------------------------------------------

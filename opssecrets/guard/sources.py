@@ -29,29 +29,8 @@ class Item:
     size: int = 0
 
 
-def read_worktree(root: Path, rel: str) -> Item:
-    """One working-tree file; never follows a symlink, never raises."""
-    path = root / rel
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return Item(rel, note="deleted in the working tree; not checked")
-    except OSError as exc:
-        return Item(rel, note=f"cannot be read ({exc.strerror}); not checked")
-    if stat.S_ISLNK(info.st_mode):
-        return Item(rel, note="is a symlink; not followed (its target is checked where it is tracked)")
-    if not stat.S_ISREG(info.st_mode):
-        return Item(rel, note="is not a regular file; not checked")
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except OSError as exc:
-        return Item(rel, note=f"cannot be read ({exc.strerror}); not checked")
-    return Item(rel, data, size=len(data))
-
-
 def stat_worktree(root: Path, rel: str) -> Item:
-    """Like :func:`read_worktree` without reading: the size, or the note."""
+    """One working-tree file's size, or the note saying why it is not checked; never follows a symlink."""
     try:
         info = os.lstat(root / rel)
     except FileNotFoundError:
@@ -63,6 +42,19 @@ def stat_worktree(root: Path, rel: str) -> Item:
     if not stat.S_ISREG(info.st_mode):
         return Item(rel, note="is not a regular file; not checked")
     return Item(rel, size=info.st_size)
+
+
+def read_worktree(root: Path, rel: str) -> Item:
+    """One working-tree file with its bytes (or the note); never raises."""
+    item = stat_worktree(root, rel)
+    if item.note is not None:
+        return item
+    try:
+        with open(root / rel, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        return Item(rel, note=f"cannot be read ({exc.strerror}); not checked")
+    return Item(rel, data, size=len(data))
 
 
 def _relative(root: Path, raw: str) -> str:

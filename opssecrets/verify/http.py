@@ -13,6 +13,17 @@ from typing import Any
 DEFAULT_TIMEOUT = 15.0
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Never follow a redirect: urllib would resend the Authorization header (the token) to
+    wherever it points. A redirect is reported instead, so the URL can be corrected."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
 class VerifyError(Exception):
     """Base: ``message`` is one line, safe to show (the token is never in it)."""
 
@@ -69,12 +80,14 @@ def request_json(
         raise Unreachable(f"{service}: the URL must start with https:// (or http:// for a local stand-in)")
     request = urllib.request.Request(url, data=body, method=method, headers=dict(headers or {}))  # noqa: S310 - scheme checked
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - scheme checked
+        with _OPENER.open(request, timeout=timeout) as response:
             status = int(response.status)
             raw = response.read(1 << 20)
     except urllib.error.HTTPError as exc:
         status = exc.code
         raw = exc.read(1 << 20) if exc.fp is not None else b""
+        if 300 <= status < 400:
+            raise Unreachable(f"{service} answered with a redirect (HTTP {status}); give the final URL instead") from None
         if status not in accept_status:
             raise Unreachable(f"{service} answered HTTP {status}") from None
     except TimeoutError:

@@ -1,14 +1,19 @@
-"""Secrets for the guard's tests, made at run time (a committed literal would be a leak)."""
+"""The guard tests' helpers: secrets made at run time (a committed literal would be a leak), and the JSON run."""
 
 from __future__ import annotations
 
 import base64
+import json
 import secrets
 import string
 import zlib
+from typing import TYPE_CHECKING
 
 from opssecrets.guard.validators import base62
 from opssecrets.keys import generate_identity
+
+if TYPE_CHECKING:
+    from conftest import OpsRepo
 
 ALNUM = string.ascii_letters + string.digits
 
@@ -35,9 +40,7 @@ def slack_user() -> str:
 
 
 def slack_app() -> str:
-    return (
-        "xa" + "pp-1-A" + rand(10, string.ascii_uppercase + string.digits) + "-" + digits(13) + "-" + rand(64, "0123456789abcdef")
-    )
+    return "xa" + "pp-1-A" + rand(10, string.ascii_uppercase + string.digits) + "-" + digits(13) + "-" + rand(64, "0123456789abcdef")
 
 
 def slack_config_access() -> str:
@@ -105,3 +108,20 @@ def aws_key() -> str:
 
 def generic_value() -> str:
     return rand(40)
+
+
+def findings(repo: OpsRepo, *args: str) -> list[dict[str, object]]:
+    result = repo.ops("check", "--json", *args)
+    assert result.code in (0, 1), result
+    payload = json.loads(result.out)
+    assert set(payload) == {"findings"}
+    for finding in payload["findings"]:
+        assert set(finding) == {"path", "line", "rule", "message"}
+    assert (result.code == 1) == bool(payload["findings"]), result
+    return list(payload["findings"])
+
+
+def assert_redacted(secret: str, output: str) -> None:
+    """At most the first four characters of ``secret`` appear: no 6-character window past them."""
+    for i in range(1, len(secret) - 5):
+        assert secret[i : i + 6] not in output, f"characters {i}..{i + 6} of the secret leaked"
