@@ -181,9 +181,9 @@ def load_rules_fast(config_path: Path) -> list[CreationRule]:
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     text = config_path.read_text(encoding="utf-8")
-    deep = too_deep(text)
-    if deep is not None:
-        raise BadInput(f"{config_path}: line {deep}: nested too deep to be a .sops.yaml; fix the file")
+    where = too_deep(text)
+    if where is not None:
+        raise BadInput(f"{config_path}: {where}nested too deep to be a .sops.yaml; fix the file")
     try:
         data = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:

@@ -151,9 +151,9 @@ def parse(text: str, source: str) -> Node | None:
         SequenceStartEvent,
     )
 
-    too_deep = yamllimits.too_deep(text)
-    if too_deep is not None:
-        raise BadInput(f"{source}: line {too_deep}: nested more than {MAX_DEPTH} levels deep; a .sops.yaml is a few levels deep")
+    where = yamllimits.too_deep(text)
+    if where is not None:
+        raise BadInput(f"{source}: {where}nested more than {MAX_DEPTH} levels deep; a .sops.yaml is a few levels deep")
     anchors: dict[str, Node] = {}
     stack: list[Node] = []
     pending_key: list[Node | None] = []

@@ -49,10 +49,11 @@ def load_config(data: bytes | None) -> SopsConfigView:
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
         text = data.decode("utf-8")
-        deep = too_deep(text)
-        if deep is not None:
+        where = too_deep(text)
+        if where is not None:
+            line = int(where.split()[1].rstrip(":")) if where else None
             return SopsConfigView(
-                (), Finding(CONFIG_NAME, deep, RULE_CONFIG, "is nested too deep to be a .sops.yaml; sops cannot use it: fix the file")
+                (), Finding(CONFIG_NAME, line, RULE_CONFIG, "is nested too deep to be a .sops.yaml; sops cannot use it: fix the file")
             )
         parsed = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
     except UnicodeDecodeError:
