@@ -85,6 +85,7 @@ HOSTILE = {
     "deep-flow": b"[" * 20_000 + b"]" * 20_000,  # ruamel and libyaml: quadratic in depth
     "deep-flow-map": b"{a: " * 3_000 + b"1" + b"}" * 3_000,  # ruamel/to_data: RecursionError
     "deep-compact-seq": b"- " * 200_000 + b"x",  # libyaml: segmentation fault
+    "many-brackets": b"[]" * 500_000 + b"[" * 65,  # the depth check itself must stay linear
     "alias-bomb-config": (ALIAS_BOMB + "creation_rules: [{age: *g}]\n").encode(),  # exponential flattening
     "alias-bomb-sops-file": (ALIAS_BOMB + "sops:\n  mac: ENC[AES256_GCM,data:x,type:str]\n  version: 3.11.0\n").encode(),
     "merge-chain": (
