@@ -127,7 +127,7 @@ class _Leaf:
     line: int | None
 
 
-MAX_LEAVES = 200_000  # sops writes no aliases; past this, aliases are expanding a bomb
+MAX_LEAVES = 50_000  # sops writes no aliases; past this, aliases are expanding a bomb
 
 
 class TooManyLeaves(Exception):
