@@ -118,7 +118,11 @@ def _group_from(data: Mapping[str, Any]) -> KeyGroup:
         if isinstance(raw, list) and raw and isinstance(raw[0], Mapping):
             # key_groups entries such as kms: [{arn: ...}] or hc_vault: [{...}]
             for entry in raw:
-                other.append((key_type, ",".join(f"{k}={v}" for k, v in sorted(dict(entry).items()))))
+                if isinstance(entry, Mapping):
+                    fields = sorted((str(k), v) for k, v in entry.items())
+                    other.append((key_type, ",".join(f"{k}={v}" for k, v in fields)))
+                else:  # a plain identifier among the mappings (found by fuzzing)
+                    other.extend((key_type, ident) for ident in split_key_list(entry))
         else:
             other.extend((key_type, ident) for ident in split_key_list(raw))
     return KeyGroup(age=split_key_list(data.get("age")), other=tuple(other))

@@ -126,3 +126,13 @@ def test_hostile_config_messages_say_what_is_wrong() -> None:
 def test_alias_bomb_in_a_sops_file_is_a_finding_not_a_hang() -> None:
     findings = check_covered_file("secrets.yaml", HOSTILE["alias-bomb-sops-file"], RULE)
     assert any(f.rule == "sops-unencrypted" and "aliases" in f.message for f in findings)
+
+
+def test_key_group_with_a_mapping_then_a_plain_identifier() -> None:
+    # kms: [{arn: a}, b] made dict("b") raise ValueError in SopsConfig, lint and the guard
+    text = "creation_rules:\n  - key_groups:\n      - kms: [{arn: a}, b]\n        age: x\n"
+    assert SopsConfig(text).rules[0].groups[0].other == (("kms", "arn=a"), ("kms", "b"))
+    lint_text(text)
+    assert load_config(text.encode()).problem is None
+    mixed_keys = "creation_rules:\n  - key_groups:\n      - kms: [{1: a, b: c}]\n"  # int and str keys: sorted() raised TypeError
+    assert SopsConfig(mixed_keys).rules[0].groups[0].other == (("kms", "1=a,b=c"),)
