@@ -136,3 +136,17 @@ def test_key_group_with_a_mapping_then_a_plain_identifier() -> None:
     assert load_config(text.encode()).problem is None
     mixed_keys = "creation_rules:\n  - key_groups:\n      - kms: [{1: a, b: c}]\n"  # int and str keys: sorted() raised TypeError
     assert SopsConfig(mixed_keys).rules[0].groups[0].other == (("kms", "1=a,b=c"),)
+
+
+def test_flattened_metadata_with_a_huge_list_index() -> None:
+    # sops_age__list_<huge>__map_recipient made _unflatten grow a list to that length (a hang)
+    for name, text in (
+        ("secrets.env", "A=1\nsops_age__list_999999999999__map_recipient=x\nsops_version=3.11.0\n"),
+        ("secrets.ini", "[db]\na = 1\n[sops]\nage__list_999999999999__map_recipient = x\nversion = 3.11.0\n"),
+    ):
+        start = time.process_time()
+        with pytest.raises(NotASopsFile):
+            read_secret_file(Path(name), text)
+        findings = check_covered_file(name, text.encode(), RULE)
+        assert [f.rule for f in findings] == ["sops-unencrypted"]
+        assert time.process_time() - start < 1.0
