@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from opssecrets import __version__
-from opssecrets.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, OpsError, ToolFailed
+from opssecrets.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, OpsError, ToolFailed, disk_full
 
 # command name -> "module:attribute"; the order is the order of `--help`.
 COMMANDS: dict[str, str] = {
@@ -137,12 +137,22 @@ def _main(argv: list[str] | None) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return 0
+    except OSError as exc:
+        problem = disk_full(exc, "writing a file", "a change that stopped half-way is finished by running it again")
+        if problem is None:
+            return _internal_error(exc)
+        click.echo(f"opssecrets: error: {problem.message}", err=True)
+        return problem.exit_code
     except Exception as exc:
-        log = _log_unexpected(exc)
-        where = f"; details in {log}" if log else ""
-        click.echo(f"opssecrets: internal error ({exc.__class__.__name__}): this is a bug, please report it{where}", err=True)
-        return EXIT_INTERNAL
+        return _internal_error(exc)
     return result if isinstance(result, int) else 0
+
+
+def _internal_error(exc: Exception) -> int:
+    log = _log_unexpected(exc)
+    where = f"; details in {log}" if log else ""
+    click.echo(f"opssecrets: internal error ({exc.__class__.__name__}): this is a bug, please report it{where}", err=True)
+    return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ Messages are one line, name the problem and the fix, and never hold a secret val
 
 from __future__ import annotations
 
+import errno
+
 EXIT_OK = 0
 EXIT_FINDINGS = 1
 EXIT_USAGE = 2
@@ -59,3 +61,18 @@ class Findings(OpsError):
     """A check ran and found problems (exit 1)."""
 
     exit_code = EXIT_FINDINGS
+
+
+# The errors a full disk, a quota or a file-size limit give a write (ENOSPC, EDQUOT, EFBIG).
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def disk_full(exc: OSError, doing: str, then: str = "") -> EnvironmentProblem | None:
+    """One line for a write that failed for lack of space (``None`` for any other OSError)."""
+    if exc.errno not in DISK_FULL_ERRNOS:
+        return None
+    reason = exc.strerror or "no space left"
+    return EnvironmentProblem(
+        f"{doing} failed: {reason} (disk full or a file-size limit); {then or 'nothing was changed'}. "
+        "Free some space and run the same command again"
+    )

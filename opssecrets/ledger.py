@@ -278,6 +278,10 @@ def ledger_lock(root: Path) -> Iterator[None]:
     fd = os.open(folder / "ledger.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
+        # a run killed inside save() leaves its temp file; under the lock nobody else owns one
+        for leftover in (root / LEDGER_PATH).parent.glob(".ledger-*.tmp"):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
         yield
     finally:
         os.close(fd)

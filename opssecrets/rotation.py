@@ -9,12 +9,14 @@ the result over the original, so any failure leaves the original byte-identical.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import re
 import secrets
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +28,7 @@ from opssecrets.policy import Policy, SecretKind
 from opssecrets.repo import Repo
 from opssecrets.secretfile import NotASopsFile, SecretFile, looks_like_sops_file, read_secret_file
 from opssecrets.sops import classify_sops_failure, encode_set_value, index_for_key
+from opssecrets.transaction import repo_lock
 from opssecrets.verify.http import Rejected, Unreachable, VerifyResult
 
 DUE_WINDOW_DAYS = 14
@@ -286,12 +289,22 @@ def _staging_dir(repo: Repo) -> Path:
     return Path(tempfile.mkdtemp(prefix="rotate-", dir=base))
 
 
-def write_value(repo: Repo, relpath: str, key: str, value: str, *, rotate_data_key: bool) -> None:
+def write_value(
+    repo: Repo,
+    relpath: str,
+    key: str,
+    value: str,
+    *,
+    rotate_data_key: bool,
+    before_replace: Callable[[bytes], None] | None = None,
+) -> None:
     """Set ``key`` in ``relpath`` to ``value`` (and first replace the data key if asked).
 
     sops works on a 0600 copy in a private staging folder; the result is checked by
-    decrypting the key back, then renamed over the original. Any failure leaves the original
-    byte-identical. The value reaches sops only on stdin.
+    decrypting the key back, then renamed over the original (the staging folder is on the
+    repository's filesystem, as the transaction's is, so nothing is ever written next to the
+    original). Any failure leaves the original byte-identical. The value reaches sops only on
+    stdin. ``before_replace`` sees the new file's bytes just before the rename.
     """
     original = repo.root / relpath
     before = original.read_bytes()
@@ -318,21 +331,51 @@ def write_value(repo: Repo, relpath: str, key: str, value: str, *, rotate_data_k
             raise ToolFailed(f"sops set {relpath}: reading {key} back did not give the new value; nothing was changed")
         if original.read_bytes() != before:
             raise BadInput(f"{relpath} changed while the rotation ran; nothing was written, run it again")
-        # The rename must stay on one filesystem to be atomic: go through the target's folder.
-        fd, landing = tempfile.mkstemp(prefix=".opssecrets-", suffix=original.suffix, dir=original.parent)
+        os.chmod(staged, mode)
+        fd = os.open(staged, os.O_RDONLY)
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(staged.read_bytes())
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(landing, mode)
-            os.replace(landing, original)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(landing)
-            raise
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if before_replace is not None:
+            before_replace(staged.read_bytes())
+        os.replace(staged, original)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+# A rotation killed between renaming the file and saving the ledger has written the value but
+# not recorded it; run again with the same value, it is "the same as the current one". This
+# note (in the state folder, not committed; it holds a hash of the new ciphertext, never the
+# value) lets that run recognise its own unfinished write and record it.
+PENDING_NAME = "rotation-pending.json"
+
+
+def _pending_path(repo: Repo) -> Path:
+    return repo.state_dir / PENDING_NAME
+
+
+def _note_pending(repo: Repo, relpath: str, key: str, reason: str | None, data_key: bool, data: bytes) -> None:
+    note = {"file": relpath, "key": key, "sha256": hashlib.sha256(data).hexdigest(), "data_key_rotated": data_key, "reason": reason}
+    path = _pending_path(repo)
+    fd, tmp = tempfile.mkstemp(prefix=".pending-", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(note, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _unfinished(repo: Repo, target: Target) -> dict[str, object] | None:
+    """The pending note of a killed rotation of ``target`` whose write is what the file holds."""
+    try:
+        note = json.loads(_pending_path(repo).read_text(encoding="utf-8"))
+        current = (repo.root / target.relpath).read_bytes()
+    except (OSError, ValueError):
+        return None
+    if not isinstance(note, dict) or note.get("file") != target.relpath or note.get("key") != target.key:
+        return None
+    return note if note.get("sha256") == hashlib.sha256(current).hexdigest() else None
 
 
 def current_value(repo: Repo, target: Target) -> bytes:
@@ -369,6 +412,9 @@ def rotate_secret(
     kind = target.kind
     check_value(policy, kind, target.key, value)
     if old_value is not None and secrets.compare_digest(old_value, value.encode("utf-8")):
+        finished = _finish_unfinished(repo, policy, target)
+        if finished is not None:
+            return finished
         raise BadInput(f"the new value for {target.key} is the same as the current one: nothing to rotate; nothing was changed")
     verified: VerifyResult | None = None
     skipped: str | None = None
@@ -380,20 +426,43 @@ def rotate_secret(
         skipped = "--no-verify"
     else:
         verified = verify_new_value(kind, value, options)
-    from opssecrets.transaction import repo_lock
-
     # The repository lock keeps recipient changes (remove-engineer, ...) from running at the
     # same time; the ledger's own lock is taken inside it, never the other way round.
-    with repo_lock(repo), editing(repo.root) as ledger:
-        reasons = data_key_rotation_reasons(repo, ledger, target)
-        write_value(repo, target.relpath, target.key, value, rotate_data_key=bool(reasons))
-        when = now_utc()
-        by = operator_name(repo.root)
-        ledger.record_rotation(target.relpath, target.key, when=when, by=by, reason=reason)
-        if reasons:
-            ledger.record_data_key_rotation(target.relpath, when)
+    with repo_lock(repo):
+        with editing(repo.root) as ledger:
+            reasons = data_key_rotation_reasons(repo, ledger, target)
+
+            def note(data: bytes) -> None:
+                _note_pending(repo, target.relpath, target.key, reason, bool(reasons), data)
+
+            write_value(repo, target.relpath, target.key, value, rotate_data_key=bool(reasons), before_replace=note)
+            when = now_utc()
+            by = operator_name(repo.root)
+            ledger.record_rotation(target.relpath, target.key, when=when, by=by, reason=reason)
+            if reasons:
+                ledger.record_data_key_rotation(target.relpath, when)
+        _pending_path(repo).unlink(missing_ok=True)
     steps = kind.runbook_steps(file=target.relpath, key=target.key, deploy=policy.platform.deploy)
     return RotationOutcome(target, verified, skipped, reasons, by, when, steps)
+
+
+def _finish_unfinished(repo: Repo, policy: Policy, target: Target) -> RotationOutcome | None:
+    """Record a rotation a killed run wrote but did not record (see ``PENDING_NAME``)."""
+    with repo_lock(repo):
+        note = _unfinished(repo, target)
+        if note is None:
+            return None
+        reason = note.get("reason")
+        with editing(repo.root) as ledger:
+            when = now_utc()
+            by = operator_name(repo.root)
+            ledger.record_rotation(target.relpath, target.key, when=when, by=by, reason=reason if isinstance(reason, str) else None)
+            if note.get("data_key_rotated"):
+                ledger.record_data_key_rotation(target.relpath, when)
+        _pending_path(repo).unlink(missing_ok=True)
+    steps = target.kind.runbook_steps(file=target.relpath, key=target.key, deploy=policy.platform.deploy)
+    reasons = ["by the interrupted run"] if note.get("data_key_rotated") else []
+    return RotationOutcome(target, None, "an interrupted run had written this value; recorded it now", reasons, by, when, steps)
 
 
 def verify_current(repo: Repo, target: Target, options: VerifyOptions) -> VerifyResult:

@@ -8,11 +8,14 @@ when every sops call succeeded are the copies renamed over the originals, one at
 ``os.replace`` each, files first and ``.sops.yaml`` last. A kill at any moment leaves each
 file old or new, and running the same command again finishes the job: the command sees
 the old config and plans the remaining files. A lock (``flock``, released by the kernel
-when its holder dies, so a killed run never leaves a stale lock) stops two runs at once.
+when its holder dies, so a killed run never leaves a stale lock) stops two runs at once;
+whoever takes it next removes what a killed run left: staging folders and the temp file of
+an unfinished ``.sops.yaml`` write (see docs/reliability.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shutil
@@ -23,7 +26,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from opssecrets.errors import EnvironmentProblem, OpsError
+from opssecrets.errors import EnvironmentProblem, OpsError, disk_full
+from opssecrets.ledger import LEDGER_PATH
 from opssecrets.repo import Repo
 from opssecrets.rules import CreationRule, matching_rule
 from opssecrets.secretfile import SecretFile
@@ -47,16 +51,25 @@ def repo_lock(repo: Repo) -> Iterator[None]:
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
-        _clear_stale_stages(state)
+        _clear_stale_stages(repo)
         yield
     finally:
         os.close(fd)
 
 
-def _clear_stale_stages(state: Path) -> None:
-    """Staging folders left by a killed run hold only ciphertext copies; remove them."""
-    for stale in state.glob("stage-*"):
+def _clear_stale_stages(repo: Repo) -> None:
+    """What a killed run leaves behind, removed under the lock (so no live run owns it):
+    staging folders (ciphertext copies only) and the temp file of an unfinished
+    ``.sops.yaml`` write (``write_atomic`` names it ``.<name>.<random>.tmp``), of a ledger
+    save, or of a rotation's pending note."""
+    state = repo.state_dir
+    for stale in [*state.glob("stage-*"), *state.glob("staging/rotate-*")]:
         shutil.rmtree(stale, ignore_errors=True)
+    ledger_folder = (repo.root / LEDGER_PATH).parent
+    temps = [*repo.root.glob(f".{repo.config_path.name}.*.tmp"), *ledger_folder.glob(".ledger-*.tmp"), *state.glob(".pending-*")]
+    for leftover in temps:
+        with contextlib.suppress(OSError):
+            leftover.unlink()
 
 
 def recipient_groups(rule: CreationRule) -> tuple[frozenset[str], ...]:
@@ -68,12 +81,8 @@ def file_groups(secret: SecretFile) -> tuple[frozenset[str], ...]:
 
 
 def drifts(rule: CreationRule, secret: SecretFile) -> bool:
-    """Whether the file's age recipients differ from what its rule says."""
-    wanted = recipient_groups(rule)
-    have = file_groups(secret)
-    if len(wanted) == len(have):
-        return wanted != have
-    return frozenset().union(*wanted) != frozenset().union(*have) or len(wanted) != len(have)
+    """Whether the file's age recipients (group by group) differ from what its rule says."""
+    return recipient_groups(rule) != file_groups(secret)
 
 
 @dataclass
@@ -178,9 +187,22 @@ def apply(repo: Repo, plan: Plan, progress: Callable[[int, int, str], None] | No
             os.chmod(staged, original.stat().st_mode & 0o777)
             _fsync(staged)
             os.replace(staged, original)
+        for folder in sorted({(repo.root / change.relpath).parent for change in plan.files}):
+            _fsync(folder)  # the renames themselves survive a power loss
         if plan.config_changed:
             assert plan.after is not None
-            write_atomic(repo.config_path, plan.after.text.encode("utf-8"), _mode_of(repo.config_path))
+            try:
+                write_atomic(repo.config_path, plan.after.text.encode("utf-8"), _mode_of(repo.config_path))
+            except OSError as exc:
+                problem = disk_full(
+                    exc,
+                    f"writing {repo.config_path.name}",
+                    f"the secret files are already re-encrypted and {repo.config_path.name} is unchanged",
+                )
+                raise (problem or exc) from None
+    except OSError as exc:
+        then = f"{repo.config_path.name} is unchanged and each secret file is either unchanged or already re-encrypted"
+        raise (disk_full(exc, "staging the re-encrypted files", then) or exc) from None
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 
