@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from opssecrets import __version__
-from opssecrets.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, OpsError, ToolFailed, disk_full
+from opssecrets.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, OpsError, ToolFailed, disk_full
 
 # command name -> "module:attribute"; the order is the order of `--help`.
 COMMANDS: dict[str, str] = {
@@ -91,8 +91,32 @@ def _log_unexpected(exc: BaseException) -> Path | None:
         return None
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived (a cancelled CI job, ``timeout``): unwind so every ``finally`` cleans up."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit code instead of exiting (tests call this)."""
+    import signal
+    import threading
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
+    try:
+        return _main(argv)
+    except Terminated:
+        click.echo("opssecrets: terminated; temporary files were removed", err=True)
+        return EXIT_TERMINATED
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         result = cli.main(args=argv, prog_name="opssecrets", standalone_mode=False)
     except OpsError as exc:

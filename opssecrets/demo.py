@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from opssecrets.errors import BadInput, ToolFailed
+from opssecrets.git import git_env
 from opssecrets.identity import USER_IDENTITY_VARS, identity_from_openssh, keys_txt, write_private_file
 from opssecrets.keys import generate_identity, parse_ssh_public_key, recipient_for_identity
 from opssecrets.sops import RECIPIENT_ENV_VARS, find_sops, run, stderr_summary
@@ -126,6 +127,7 @@ def _git(root: Path, *args: str) -> None:
         capture_output=True,
         check=False,
         timeout=60,
+        env=git_env(),
     )
     if proc.returncode != 0:
         raise ToolFailed(f"git {args[0]} failed in the demo repository: {stderr_summary(proc.stderr)}")

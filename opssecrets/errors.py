@@ -2,7 +2,7 @@
 
 Exit codes (documented in the README):
   0 ok; 1 a check found problems; 2 usage or bad input; 3 environment (sops/age missing or
-  too old, no identity that can decrypt); 4 sops/age failed; 130 interrupted.
+  too old, no identity that can decrypt); 4 sops/age failed; 130 interrupted; 143 terminated (SIGTERM).
 
 Messages are one line, name the problem and the fix, and never hold a secret value.
 """
@@ -17,6 +17,7 @@ EXIT_USAGE = 2
 EXIT_ENVIRONMENT = 3
 EXIT_TOOL_FAILED = 4
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # SIGTERM: 128 + 15, as a shell reports it
 EXIT_INTERNAL = 70  # a bug: the traceback's frames go to a log, not the screen
 
 

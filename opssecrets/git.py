@@ -9,8 +9,21 @@ from pathlib import Path
 from opssecrets.errors import BadInput
 
 
+def git_env() -> dict[str, str]:
+    """The environment for a git child: ours without GIT_* overrides and without sops' variables.
+
+    ``SOPS_AGE_KEY`` may hold the operator's identity; git, its hooks and its credential
+    helpers have no use for it, so it stays with the sops children that need it.
+    """
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if (not k.startswith("GIT_") or k in ("GIT_CONFIG_NOSYSTEM",)) and not k.startswith("SOPS_")
+    }
+
+
 def _git(args: list[str], cwd: Path) -> subprocess.CompletedProcess[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_") or k in ("GIT_CONFIG_NOSYSTEM",)}
+    env = git_env()
     try:
         return subprocess.run(["git", *args], cwd=cwd, capture_output=True, check=False, env=env, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
@@ -115,7 +128,7 @@ def read_blobs(root: Path, shas: list[str]) -> dict[str, bytes]:
     wanted = list(dict.fromkeys(shas))
     if not wanted:
         return {}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_") or k in ("GIT_CONFIG_NOSYSTEM",)}
+    env = git_env()
     try:
         proc = subprocess.run(
             ["git", "cat-file", "--batch"],
@@ -180,3 +193,18 @@ def file_history_patch(root: Path, relpath: str, since: str | None = None, after
     work = _git(["diff", "--no-color", "-U0", "--no-ext-diff", "HEAD", "--", relpath], root)
     parts = [proc.stdout.decode("utf-8", "replace") for proc in (log, work) if proc.returncode == 0]
     return "\n".join(parts)
+
+
+# -- a base commit, for `opssecrets check --base REF` -------------------------------------------
+
+
+def is_commit(root: Path, ref: str) -> bool:
+    """Whether ``ref`` names a commit here (``ref`` never starts with ``-``: callers check)."""
+    proc = _git(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], root)
+    return proc.returncode == 0
+
+
+def show_file(root: Path, ref: str, rel: str) -> bytes | None:
+    """``rel`` as committed at ``ref``, or None when it does not exist there."""
+    proc = _git(["cat-file", "blob", f"{ref}:{rel}"], root)
+    return proc.stdout if proc.returncode == 0 else None

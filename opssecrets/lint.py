@@ -119,8 +119,8 @@ def _regexes_and_reachability(config: SopsConfig) -> list[Problem]:
             continue
         for i in range(j):
             earlier = config.rules[i]
-            if rule.path_regex is not None and compiled[i] is None:
-                continue
+            if earlier.path_regex is not None and compiled[i] is None:
+                continue  # reported above; it cannot be matched against
             if all(earlier.matches(sample) for sample in samples):
                 out.append(
                     Problem(

@@ -56,6 +56,7 @@ class LeakPolicy:
     allow_fingerprints: frozenset[str] = frozenset()
     coverage_skip_suffixes: tuple[str, ...] = ()
     coverage_skip_paths: tuple[str, ...] = ()
+    review_recipients: bool = False  # [review] recipients: check --base flags access gained
 
 
 def default_policy_file() -> Path:
@@ -180,6 +181,14 @@ def _merge(policy: LeakPolicy | None, path: Path) -> LeakPolicy:
             raise reader.fail(f"rule id {rule.id} appears twice", f'"{rule.id}"')
         seen.add(rule.id)
 
+    review = _table(reader, data, "review")
+    if set(review) - {"recipients"}:
+        raise reader.fail(f"[review]: unknown key(s) {', '.join(sorted(set(review) - {'recipients'}))}", "[review]")
+    if "recipients" in review and not isinstance(review["recipients"], bool):
+        raise reader.fail("[review] recipients must be true or false", "[review]")
+    base_review = policy.review_recipients if policy is not None else False
+    review_recipients = bool(review.get("recipients", base_review))
+
     generic_raw = _table(reader, data, "generic")
     allow = _table(reader, data, "allowlist")
     coverage = _table(reader, data, "coverage")
@@ -222,6 +231,7 @@ def _merge(policy: LeakPolicy | None, path: Path) -> LeakPolicy:
             allow_fingerprints=frozenset(fingerprints),
             coverage_skip_suffixes=reader.strings(coverage, "skip_suffixes", "skip_suffixes"),
             coverage_skip_paths=reader.strings(coverage, "skip_paths", "skip_paths"),
+            review_recipients=review_recipients,
         )
     replaced = {rule.id: rule for rule in rules}
     merged_rules = tuple(replaced.pop(rule.id, rule) for rule in policy.rules) + tuple(replaced.values())
@@ -233,6 +243,7 @@ def _merge(policy: LeakPolicy | None, path: Path) -> LeakPolicy:
         allow_fingerprints=policy.allow_fingerprints | frozenset(fingerprints),
         coverage_skip_suffixes=policy.coverage_skip_suffixes + reader.strings(coverage, "skip_suffixes", "skip_suffixes"),
         coverage_skip_paths=policy.coverage_skip_paths + reader.strings(coverage, "skip_paths", "skip_paths"),
+        review_recipients=review_recipients,
     )
 
 

@@ -80,18 +80,33 @@ def _compile(regex: str) -> re.Pattern[str]:
     return pattern
 
 
+MAX_KEYS = 10_000  # per key list; more is an alias bomb (lists of aliases of lists), not a team
+
+
 def split_key_list(value: Any) -> tuple[str, ...]:
-    """A key list as sops reads it: a comma-separated string, or (since 3.11) a YAML list."""
+    """A key list as sops reads it: a comma-separated string, or (since 3.11) a YAML list.
+
+    Raises BadInput past MAX_KEYS keys: YAML aliases can make a short file expand to
+    billions of entries."""
+    out: list[str] = []
+    _collect_keys(value, out, 0)
+    return tuple(out)
+
+
+def _collect_keys(value: Any, out: list[str], depth: int) -> None:
     if value is None:
-        return ()
+        return
     if isinstance(value, str):
-        return tuple(part.strip() for part in value.split(",") if part.strip())
-    if isinstance(value, (list, tuple)):
-        out: list[str] = []
+        out.extend(part.strip() for part in value.split(",") if part.strip())
+    elif isinstance(value, (list, tuple)):
+        if depth > 64:
+            raise BadInput(".sops.yaml: a key list nests more than 64 levels deep; list the keys flat")
         for item in value:
-            out.extend(split_key_list(item))
-        return tuple(out)
-    return (str(value),)
+            _collect_keys(item, out, depth + 1)
+            if len(out) > MAX_KEYS:
+                raise BadInput(f".sops.yaml: a key list expands to more than {MAX_KEYS} keys (YAML aliases?); list the keys flat")
+    else:
+        out.append(str(value))
 
 
 def _group_from(data: Mapping[str, Any]) -> KeyGroup:
@@ -103,7 +118,11 @@ def _group_from(data: Mapping[str, Any]) -> KeyGroup:
         if isinstance(raw, list) and raw and isinstance(raw[0], Mapping):
             # key_groups entries such as kms: [{arn: ...}] or hc_vault: [{...}]
             for entry in raw:
-                other.append((key_type, ",".join(f"{k}={v}" for k, v in sorted(dict(entry).items()))))
+                if isinstance(entry, Mapping):
+                    fields = sorted((str(k), v) for k, v in entry.items())
+                    other.append((key_type, ",".join(f"{k}={v}" for k, v in fields)))
+                else:  # a plain identifier among the mappings (found by fuzzing)
+                    other.extend((key_type, ident) for ident in split_key_list(entry))
         else:
             other.extend((key_type, ident) for ident in split_key_list(raw))
     return KeyGroup(age=split_key_list(data.get("age")), other=tuple(other))
@@ -162,9 +181,15 @@ def load_rules_fast(config_path: Path) -> list[CreationRule]:
     """Read the creation rules with PyYAML (C loader when present): fast, read-only."""
     import yaml
 
+    from opssecrets.yamllimits import too_deep
+
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    text = config_path.read_text(encoding="utf-8")
+    where = too_deep(text)
+    if where is not None:
+        raise BadInput(f"{config_path}: {where}nested too deep to be a .sops.yaml; fix the file")
     try:
-        data = yaml.load(config_path.read_text(encoding="utf-8"), Loader=loader)  # noqa: S506 - a safe loader
+        data = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

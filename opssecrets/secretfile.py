@@ -78,6 +78,7 @@ def iter_leaves(tree: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
 
 
 _FLAT_PART = re.compile(r"__(list|map)_")
+MAX_FLAT_INDEX = 10_000  # sops numbers the entries it writes: a few recipients, a few groups
 
 
 def _unflatten(flat: Mapping[str, str]) -> dict[str, Any]:
@@ -97,6 +98,9 @@ def _unflatten(flat: Mapping[str, str]) -> dict[str, Any]:
                 steps.append(("map", rest))
         for (kind, label), (next_kind, _) in zip(steps, [*steps[1:], ("leaf", "")], strict=True):
             key: Any = int(label) if kind == "list" and label.isdigit() else label
+            if isinstance(key, int) and key > MAX_FLAT_INDEX:
+                # age__list_99999999999 would make a list of that many entries (found by fuzzing)
+                raise ValueError(f"list index {key} in sops metadata is out of range")
             container_default: Any = [] if next_kind == "list" else {}
             if next_kind == "leaf":
                 _set(node, key, value)
@@ -127,6 +131,9 @@ def _child(node: Any, key: Any, default: Any) -> Any:
 def _parse_yaml(text: str) -> Any:
     import yaml
 
+    from opssecrets.yamllimits import check_depth
+
+    check_depth(text)  # raises TooDeep (a ValueError) before libyaml could crash on it
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
 

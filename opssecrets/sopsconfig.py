@@ -26,6 +26,7 @@ from opssecrets.yamltree import Node, parse
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
 ROLE_PREFIXES = (("admin_", "admin"), ("host_", "host"), ("server_", "host"), ("machine_", "host"), ("user_", "engineer"))
 PROJECT_PREFIX = "secrets/projects/"
+MAX_CONFIG_CHARS = 64 * 1024
 
 
 def role_of(name: str | None) -> str:
@@ -102,13 +103,21 @@ class SopsConfig:
     def __init__(self, text: str, source: str = ".sops.yaml") -> None:
         self.text = text
         self.source = source
+        if len(text) > MAX_CONFIG_CHARS:
+            # the round-trip parser reads about 100 KB a second: past this size a hostile
+            # file would stall every command (real ones are a few KB)
+            raise BadInput(f"{source} is {len(text) // 1024} KiB; a .sops.yaml is a few KiB (at most 64 KiB here): fix the file")
         root = parse(text, source)
         if root is None:
             root = Node("map", 0, 0)
         if root.kind != "map":
             raise BadInput(f"{source}: the top level must be a mapping with creation_rules; see .sops.yaml.example")
         self.root = root
-        self.rules: list[CreationRule] = rules_from_data(root.to_data(), source)
+        try:
+            data = root.to_data()
+        except BadInput as exc:
+            raise BadInput(f"{source}: {exc.message}") from None
+        self.rules: list[CreationRule] = rules_from_data(data, source)
         rules_node = root.get("creation_rules")
         self._rules_node = rules_node.resolved() if rules_node is not None else None
         self.rule_nodes: list[Node] = (

@@ -164,13 +164,12 @@ def apply(repo: Repo, plan: Plan, progress: Callable[[int, int, str], None] | No
         config = plan.after if plan.after is not None else plan.before
         assert config is not None
         stage_config = stage / ".sops.yaml"
-        stage_config.write_text(config.text, encoding="utf-8")
+        _write_private(stage_config, config.text.encode("utf-8"))
         for change in plan.files:
             source = repo.root / change.relpath
             target = stage / change.relpath
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target)
-            os.chmod(target, 0o600)
+            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _write_private(target, source.read_bytes())
         total = len(plan.files)
         to_update = [c.relpath for c in plan.files if c.updatekeys]
         try:
@@ -206,6 +205,13 @@ def apply(repo: Repo, plan: Plan, progress: Callable[[int, int, str], None] | No
         raise (disk_full(exc, "staging the re-encrypted files", then) or exc) from None
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Create ``path`` with mode 0600 from the first byte (a staged copy is never wider)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
 
 
 def _rotate_all(repo: Repo, relpaths: Sequence[str], stage: Path, config: Path, progress: Callable[[int, int, str], None] | None) -> None:

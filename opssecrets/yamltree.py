@@ -12,7 +12,22 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from opssecrets import yamllimits
 from opssecrets.errors import BadInput
+
+# A .sops.yaml is a few levels deep and lists a few dozen keys. Past these bounds the input
+# is hostile or broken (see opssecrets.yamllimits): parsers slow down or crash, Python's
+# recursion ends in RecursionError, and aliases of aliases expand exponentially.
+MAX_DEPTH = yamllimits.MAX_DEPTH
+MAX_EXPANDED = 100_000
+
+
+class _Budget:
+    """How many more nodes ``to_data`` may produce (aliases expanded), and how deep."""
+
+    def __init__(self) -> None:
+        self.nodes = MAX_EXPANDED
+        self.depth = 0
 
 
 @dataclass(eq=False)
@@ -74,19 +89,33 @@ class Node:
             yield from k.walk()
             yield from v.walk()
 
-    def to_data(self) -> Any:
-        """Plain Python data, aliases resolved, plain scalars typed the way sops cares about."""
+    def to_data(self, budget: _Budget | None = None) -> Any:
+        """Plain Python data, aliases resolved, plain scalars typed the way sops cares about.
+
+        Raises BadInput when aliases expand past MAX_EXPANDED nodes (an alias bomb) or
+        nest past a sane depth."""
+        budget = budget if budget is not None else _Budget()
+        budget.nodes -= 1
+        if budget.nodes < 0 or budget.depth > 4 * MAX_DEPTH:
+            raise BadInput(
+                f"its aliases expand to more than {MAX_EXPANDED} values or {4 * MAX_DEPTH} levels "
+                "(an alias bomb?); a .sops.yaml needs a few dozen: write the keys out"
+            )
         node = self.resolved()
-        if node.kind == "map":
-            data: dict[str, Any] = {}
-            for merged in node.merged_maps():
-                for key, value in merged.to_data().items():
-                    data.setdefault(key, value)
-            explicit = {str(k.resolved().to_data()): v.to_data() for k, v in node.pairs if not k.is_merge_key}
-            data.update(explicit)
-            return data
-        if node.kind == "seq":
-            return [item.to_data() for item in node.items]
+        budget.depth += 1
+        try:
+            if node.kind == "map":
+                data: dict[str, Any] = {}
+                for merged in node.merged_maps():
+                    for key, value in merged.to_data(budget).items():
+                        data.setdefault(key, value)
+                explicit = {str(k.resolved().to_data(budget)): v.to_data(budget) for k, v in node.pairs if not k.is_merge_key}
+                data.update(explicit)
+                return data
+            if node.kind == "seq":
+                return [item.to_data(budget) for item in node.items]
+        finally:
+            budget.depth -= 1
         if node.style is None:
             return _plain_scalar(node.value)
         return node.value
@@ -122,6 +151,9 @@ def parse(text: str, source: str) -> Node | None:
         SequenceStartEvent,
     )
 
+    where = yamllimits.too_deep(text)
+    if where is not None:
+        raise BadInput(f"{source}: {where}nested more than {MAX_DEPTH} levels deep; a .sops.yaml is a few levels deep")
     anchors: dict[str, Node] = {}
     stack: list[Node] = []
     pending_key: list[Node | None] = []
@@ -168,6 +200,11 @@ def parse(text: str, source: str) -> Node | None:
                 node = Node("alias", event.start_mark.index, event.end_mark.index, None, event.anchor, None, target=target)
                 attach(node)
             elif isinstance(event, (SequenceStartEvent, MappingStartEvent)):
+                if len(stack) >= MAX_DEPTH:
+                    raise BadInput(
+                        f"{source}: line {event.start_mark.line + 1}: nested more than {MAX_DEPTH} levels deep; "
+                        "a .sops.yaml is a few levels deep: fix the file"
+                    )
                 kind = "seq" if isinstance(event, SequenceStartEvent) else "map"
                 node = Node(kind, event.start_mark.index, event.start_mark.index, event.anchor, style="flow" if event.flow_style else None)
                 remember(node)

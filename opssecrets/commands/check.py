@@ -15,13 +15,29 @@ from opssecrets.errors import EXIT_FINDINGS, EXIT_OK, BadInput
 @click.option("--json", "as_json", is_flag=True, help='Print {"findings": [{"path", "line", "rule", "message"}]}.')
 @click.option("--known", is_flag=True, help="Also report files holding the current value of any secret (needs an identity).")
 @click.option("--jobs", type=click.IntRange(min=1), default=None, help="Worker processes for --all (default: CPU count).")
+@click.option(
+    "--base",
+    metavar="REF",
+    default=None,
+    help="Also list recipients added/removed in .sops.yaml since REF; added ones are findings when the policy's [review] says so.",
+)
 @click.argument("paths", nargs=-1, type=click.Path(path_type=str))
 @click.pass_context
-def check(ctx: click.Context, staged: bool, all_files: bool, as_json: bool, known: bool, jobs: int | None, paths: tuple[str, ...]) -> int:
+def check(
+    ctx: click.Context,
+    staged: bool,
+    all_files: bool,
+    as_json: bool,
+    known: bool,
+    jobs: int | None,
+    base: str | None,
+    paths: tuple[str, ...],
+) -> int:
     """Stop plaintext secrets and unencrypted sops files before they reach git.
 
     With PATHs (what pre-commit passes) checks those files; --staged checks the index;
-    --all checks every tracked file. Exit 0 clean, 1 findings, 2 bad usage, 3 environment.
+    --all checks every tracked file; --base REF (alone or with those) reviews who gained
+    access in .sops.yaml since REF. Exit 0 clean, 1 findings, 2 bad usage, 3 environment.
     """
     from opssecrets.guard.engine import CheckOptions, run_check
     from opssecrets.repo import Repo
@@ -30,11 +46,11 @@ def check(ctx: click.Context, staged: bool, all_files: bool, as_json: bool, know
         raise BadInput("--staged and --all do not go together: pick one")
     if all_files and paths:
         raise BadInput("--all checks every tracked file: drop the paths, or drop --all")
-    if not (staged or all_files or paths):
-        raise BadInput("nothing to check: give PATHs, --staged (the git hook) or --all")
+    if not (staged or all_files or paths or base):
+        raise BadInput("nothing to check: give PATHs, --staged (the git hook), --all or --base REF")
     mode = "staged" if staged else "all" if all_files else "paths"
     root = Repo.locate(ctx.obj.get("repo") if ctx.obj else None).root
-    report = run_check(root, CheckOptions(mode=mode, paths=paths, known=known, jobs=jobs))
+    report = run_check(root, CheckOptions(mode=mode, paths=paths, known=known, jobs=jobs, base=base))
 
     for note in report.notes:
         sys.stderr.write(f"opssecrets: note: {note}\n")

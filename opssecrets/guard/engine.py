@@ -35,6 +35,7 @@ class CheckOptions:
     paths: tuple[str, ...] = ()
     known: bool = False
     jobs: int | None = None  # worker processes for --all; None: the CPU count
+    base: str | None = None  # --base REF: review recipient changes in .sops.yaml since REF
 
 
 @dataclass
@@ -141,6 +142,13 @@ def run_check(root: Path, options: CheckOptions) -> CheckReport:
         config = load_config(config_data)
         if config.problem is not None:
             report.findings.append(config.problem)
+
+        if options.base is not None:
+            from opssecrets.guard.review import review_recipients
+
+            review_findings, review_notes = review_recipients(root, options.base, config_data, policy.review_recipients)
+            report.findings.extend(review_findings)
+            report.notes.extend(review_notes)
 
         readable = [item for item in items if item.note is None]
         report.notes.extend(f"{item.rel}: {item.note}" for item in items if item.note is not None)

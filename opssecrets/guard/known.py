@@ -66,6 +66,9 @@ def _values_of(rel: str, plaintext: bytes) -> list[KnownValue]:
         if file_format(rel) == "yaml":  # possibly several documents
             import yaml
 
+            from opssecrets.yamllimits import check_depth
+
+            check_depth(text)  # a hostile file decrypts to anything; libyaml must not crash on it
             loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
             trees = [doc for doc in yaml.load_all(text, Loader=loader) if isinstance(doc, dict)]
         else:

@@ -44,9 +44,18 @@ def load_config(data: bytes | None) -> SopsConfigView:
         return SopsConfigView(())
     import yaml
 
+    from opssecrets.yamllimits import too_deep
+
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        parsed = yaml.load(data.decode("utf-8"), Loader=loader)  # noqa: S506 - a safe loader
+        text = data.decode("utf-8")
+        where = too_deep(text)
+        if where is not None:
+            line = int(where.split()[1].rstrip(":")) if where else None
+            return SopsConfigView(
+                (), Finding(CONFIG_NAME, line, RULE_CONFIG, "is nested too deep to be a .sops.yaml; sops cannot use it: fix the file")
+            )
+        parsed = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
     except UnicodeDecodeError:
         return SopsConfigView((), Finding(CONFIG_NAME, None, RULE_CONFIG, "is not UTF-8 text; sops cannot read it; save it as UTF-8"))
     except yaml.YAMLError as exc:
@@ -118,12 +127,26 @@ class _Leaf:
     line: int | None
 
 
+MAX_LEAVES = 50_000  # sops writes no aliases; past this, aliases are expanding a bomb
+
+
+class TooManyLeaves(Exception):
+    """A YAML file whose aliases expand past MAX_LEAVES values: not something sops wrote."""
+
+
 def _yaml_leaves(text: str) -> Iterator[_Leaf]:
     import yaml
 
+    from opssecrets.yamllimits import check_depth
+
+    check_depth(text)
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    budget = [MAX_LEAVES]
 
     def walk(node: yaml.Node, path: tuple[str, ...]) -> Iterator[_Leaf]:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise TooManyLeaves
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
                 name = str(key.value)
@@ -146,6 +169,9 @@ def _yaml_metadata(text: str) -> SopsMetadata:
     """The metadata of a (possibly multi-document) YAML sops file: every document needs its own."""
     import yaml
 
+    from opssecrets.yamllimits import check_depth
+
+    check_depth(text)  # TooDeep before libyaml could crash on it
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     documents = [doc for doc in yaml.load_all(text, Loader=loader) if doc is not None]
     if not documents:
@@ -243,6 +269,16 @@ def _plaintext_values(rel: str, text: str, fmt: str, metadata: SopsMetadata) -> 
     findings: list[Finding] = []
     try:
         leaves = list(_leaves(text, fmt))
+    except TooManyLeaves:
+        return [
+            Finding(
+                rel,
+                None,
+                RULE_UNENCRYPTED,
+                f"YAML aliases in it expand past {MAX_LEAVES} values: sops never writes aliases; "
+                "restore it from git or re-encrypt it",
+            )
+        ]
     except Exception:  # the metadata parsed, so this is a YAML corner PyYAML's composer dislikes
         return findings
     for leaf in leaves:
