@@ -137,7 +137,7 @@ def import_(from_file: Path | None, from_stdin: bool) -> int:
         data = click.prompt("Paste the age identity (AGE-SECRET-KEY-1...)", hide_input=True).encode()
         source = "the pasted text"
     else:
-        data = click.get_binary_stream("stdin").read()
+        data = sys.stdin.buffer.read()
         source = "standard input"
     secret = ident.identity_from_text(data, source)
     recipient = recipient_for_identity(secret)
