@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from opssecrets.rules import POLICY_KEYS
+
 FORMATS = {".yaml": "yaml", ".yml": "yaml", ".json": "json", ".env": "dotenv", ".ini": "ini"}
 
 
@@ -184,15 +186,6 @@ def _groups_from(meta: Mapping[str, Any]) -> tuple[SopsGroup, ...]:
     return tuple(groups)
 
 
-_POLICY_FIELDS = (
-    "unencrypted_suffix",
-    "encrypted_suffix",
-    "unencrypted_regex",
-    "encrypted_regex",
-    "unencrypted_comment_regex",
-    "encrypted_comment_regex",
-    "mac_only_encrypted",
-)
 
 
 def metadata_from(meta: Any) -> SopsMetadata:
@@ -205,7 +198,7 @@ def metadata_from(meta: Any) -> SopsMetadata:
         mac=str(meta["mac"]) if meta.get("mac") else None,
         version=str(meta["version"]) if meta.get("version") else None,
         shamir_threshold=int(str(threshold)) if str(threshold).isdigit() else None,
-        policy={key: meta[key] for key in _POLICY_FIELDS if key in meta},
+        policy={key: meta[key] for key in POLICY_KEYS if key in meta},
     )
 
 

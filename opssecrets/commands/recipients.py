@@ -141,7 +141,11 @@ def add_engineer(
 @click.pass_context
 def remove_engineer(ctx: click.Context, name: str, dry_run: bool, as_json: bool) -> int:
     """Remove an engineer: re-encrypt and rotate the data key of every file they could read."""
-    plan, edit = _change(ctx, lambda c: edits.remove(c, name, role="engineer")[0], dry_run=dry_run, as_json=as_json)
+    return _remove(ctx, name, "engineer", dry_run=dry_run, as_json=as_json)
+
+
+def _remove(ctx: click.Context, name: str, role: str, *, dry_run: bool, as_json: bool) -> int:
+    plan, edit = _change(ctx, lambda c: edits.remove(c, name, role=role)[0], dry_run=dry_run, as_json=as_json)
     if not dry_run and not as_json:
         _exposed_report(plan, edit.exposed_to or name)
     return 0
@@ -192,10 +196,7 @@ def add_host(
 @click.pass_context
 def remove_host(ctx: click.Context, name: str, dry_run: bool, as_json: bool) -> int:
     """Remove a host: re-encrypt and rotate the data key of every file it could read."""
-    plan, _ = _change(ctx, lambda c: edits.remove(c, name, role="host")[0], dry_run=dry_run, as_json=as_json)
-    if not dry_run and not as_json:
-        _exposed_report(plan, name)
-    return 0
+    return _remove(ctx, name, "host", dry_run=dry_run, as_json=as_json)
 
 
 @click.command("add-project")
