@@ -7,9 +7,7 @@ children run with ``SOPS_AGE_KEY_FILE`` pointing there, ``XDG_CONFIG_HOME`` insi
 directory and keyring's null backend, so the user's keyring and ``~/.config`` are never
 read or written.
 
-The lifecycle is a list of :class:`DemoStep`; a step whose command is not in this build
-(rotation, status and the guard arrive with their own issues) is skipped with a note, so
-each of those switches on by existing.
+The lifecycle is a list of :class:`DemoStep`, each printed before it runs as a real process.
 """
 
 from __future__ import annotations
@@ -41,7 +39,6 @@ PLANTED = f"projects/{PROJECT}/bot.env"
 STEP_TIMEOUT = 300.0
 
 Write = Callable[[str], None]
-Available = Callable[[str], bool]
 
 
 @dataclass(frozen=True)
@@ -52,15 +49,10 @@ class DemoStep:
     args: tuple[str, ...]
     as_user: str = ADMIN
     expect: tuple[int, ...] = (0,)
-    after: tuple[str, ...] = ()  # earlier commands whose effect this step shows
 
     @property
     def command(self) -> str:
         return self.args[0]
-
-    @property
-    def needs(self) -> tuple[str, ...]:
-        return (self.command, *self.after)
 
 
 @dataclass
@@ -254,7 +246,7 @@ def plant_leak(demo: DemoRepo) -> Path:
 
 
 def lifecycle(demo: DemoRepo) -> list[DemoStep]:
-    """The steps, in order. A step runs only when the commands it needs exist in this build."""
+    """The steps, in order."""
     alice = demo.recipients[ENGINEER]
     return [
         DemoStep(
@@ -267,7 +259,6 @@ def lifecycle(demo: DemoRepo) -> list[DemoStep]:
             f"{ENGINEER} checks her setup: her identity reads the {PROJECT} secrets, not the host's:",
             ("doctor",),
             as_user=ENGINEER,
-            after=("add-engineer",),
         ),
         DemoStep(
             "Rotate the Matrix registration token (generated here; checked against the homeserver after the deploy):",
@@ -284,13 +275,11 @@ def lifecycle(demo: DemoRepo) -> list[DemoStep]:
             ("doctor",),
             as_user=ENGINEER,
             expect=(1,),
-            after=("remove-engineer",),
         ),
         DemoStep(
             f"The exposed keys: what {ENGINEER} could read stays flagged until it is re-issued:",
             ("status",),
             expect=(0, 1),
-            after=("remove-engineer",),
         ),
         DemoStep("The pre-commit guard catches a Slack token pasted into a config file:", ("check", PLANTED), expect=(1,)),
     ]
@@ -328,22 +317,15 @@ def run_step(demo: DemoRepo, step: DemoStep, write: Write) -> int:
     return proc.returncode
 
 
-def run_steps(demo: DemoRepo, steps: list[DemoStep], write: Write, available: Available) -> list[str]:
-    """Run each step whose commands exist; return the names of the commands that did not."""
-    skipped: list[str] = []
+def run_steps(demo: DemoRepo, steps: list[DemoStep], write: Write) -> None:
     for step in steps:
-        missing = [name for name in step.needs if not available(name)]
-        if missing:
-            skipped.extend(missing)
-            continue
         if step.command == "check":
             plant_leak(demo)
         run_step(demo, step, write)
-    return skipped
 
 
-def run_demo(target: Path | None, write: Write, available: Available) -> DemoRepo:
-    """Build the repository, run every available lifecycle step, and say what to try next."""
+def run_demo(target: Path | None, write: Write) -> DemoRepo:
+    """Build the repository, run every lifecycle step, and say what to try next."""
     root = prepare_dir(target)
     write(f"A throwaway ops repository in {root}, with real sops and freshly generated keys:\n")
     demo = generate_keys(root)
@@ -352,14 +334,9 @@ def run_demo(target: Path | None, write: Write, available: Available) -> DemoRep
         f"in {demo.rel(demo.state)}/ (git-ignored)\n"
         "  every command below runs with SOPS_AGE_KEY_FILE pointing there; your keyring and ~/.config are not used\n"
     )
-    for needed in ("init", "add-project"):
-        if not available(needed):
-            raise ToolFailed(f"this build has no '{needed}' command, which the demo needs to build its repository")
-    run_steps(demo, setup_steps(demo), write, available)
+    run_steps(demo, setup_steps(demo), write)
     write_platform_files(demo, write)
-    skipped = run_steps(demo, lifecycle(demo), write, available)
-    if skipped:
-        write(f"\n(not in this build yet, so not shown: {', '.join(dict.fromkeys(skipped))})\n")
+    run_steps(demo, lifecycle(demo), write)
     write(
         "\nThe demo repository is at:\n"
         f"  {demo.root}\n"

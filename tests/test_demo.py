@@ -11,7 +11,6 @@ import pytest
 from conftest import PROJECT_ROOT
 from keyring_backends import STORE_VAR
 
-from opssecrets.commands.demo import command_available
 from opssecrets.secretfile import read_secret_file
 
 TESTS = Path(__file__).resolve().parent
@@ -93,18 +92,10 @@ def test_demo_builds_the_platform_repo_and_runs_the_lifecycle(tmp_path: Path, is
     # the values she could have copied are named
     assert "alice could read these values" in out and "matrix-access-token" in out
 
-    # the steps of the rotation and guard issues run once their commands are in the build
-    if command_available("rotate"):
-        assert "$ opssecrets rotate matrix-registration-token --generate" in out
-    if command_available("status"):
-        assert out.count("$ opssecrets status") == 2
-    if command_available("check"):
-        assert "$ opssecrets check projects/hello-bot/bot.env" in out
-    skipped = [name for name in ("rotate", "status", "check") if not command_available(name)]
-    if skipped:
-        assert f"not in this build yet, so not shown: {', '.join(skipped)}" in out
-    else:
-        assert "not in this build yet" not in out
+    # the rotation, status and guard steps
+    assert "$ opssecrets rotate matrix-registration-token --generate" in out
+    assert out.count("$ opssecrets status") == 2 and "EXPOSED" in out
+    assert "$ opssecrets check projects/hello-bot/bot.env" in out and "slack-bot-token" in out
 
     # it ends by saying where the repo is and what to try next
     assert f"The demo repository is at:\n  {target}" in out

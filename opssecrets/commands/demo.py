@@ -2,28 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import sys
 from pathlib import Path
 
 import click
-
-
-def command_available(name: str) -> bool:
-    """True when ``name`` is a registered command whose module is in this build."""
-    from opssecrets.cli import COMMANDS
-
-    target = COMMANDS.get(name)
-    if target is None:
-        return False
-    module_name, _, attribute = target.partition(":")
-    try:
-        if importlib.util.find_spec(module_name) is None:
-            return False
-        return hasattr(importlib.import_module(module_name), attribute)
-    except ImportError:
-        return False
 
 
 def _write(text: str) -> None:
@@ -42,5 +24,5 @@ def demo(directory: Path | None) -> int:
     """
     from opssecrets.demo import run_demo
 
-    run_demo(directory, _write, command_available)
+    run_demo(directory, _write)
     return 0
