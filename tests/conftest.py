@@ -150,3 +150,17 @@ def repo(tmp_path: Path, operator: AgeKey, monkeypatch: pytest.MonkeyPatch, caps
     monkeypatch.setenv("SOPS_AGE_KEY", operator.identity)
     monkeypatch.chdir(root)
     return OpsRepo(root, operator, monkeypatch, capsys, {"SOPS_AGE_KEY": operator.identity})
+
+
+@pytest.fixture
+def keyring_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, repo: OpsRepo) -> Path:
+    """A real file-backed keyring backend (tests/keyring_backends.py), selected through
+    PYTHON_KEYRING_BACKEND as keyring itself reads it; no identity variables set."""
+    from keyring_backends import BACKEND_NAME, STORE_VAR
+
+    store = tmp_path / "keyring.json"
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", BACKEND_NAME)
+    monkeypatch.setenv(STORE_VAR, str(store))
+    monkeypatch.delenv("SOPS_AGE_KEY", raising=False)
+    repo.extra_env.clear()
+    return store

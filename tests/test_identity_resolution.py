@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 from conftest import PROJECT_ROOT, AgeKey, OpsRepo
-from keyring_backends import BACKEND_NAME, STORE_VAR
 
 from opssecrets.sops import find_sops
 
@@ -36,16 +35,6 @@ def build_repo(repo: OpsRepo, readers: list[AgeKey]) -> str:
     token = "tok-" + os.urandom(8).hex()
     repo.encrypt("secrets/app.yaml", f"app:\n  token: {token}\n")
     return token
-
-
-@pytest.fixture
-def keyring_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, repo: OpsRepo) -> Path:
-    store = tmp_path / "keyring.json"
-    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", BACKEND_NAME)
-    monkeypatch.setenv(STORE_VAR, str(store))
-    monkeypatch.delenv("SOPS_AGE_KEY", raising=False)
-    repo.extra_env.clear()
-    return store
 
 
 @pytest.fixture
