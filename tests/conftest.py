@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -164,3 +165,13 @@ def keyring_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, repo: OpsRepo
     monkeypatch.delenv("SOPS_AGE_KEY", raising=False)
     repo.extra_env.clear()
     return store
+
+
+@pytest.fixture
+def slack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A Slack API stand-in on 127.0.0.1 (tests/rotation_support.py), named by OPSSECRETS_SLACK_API_URL."""
+    from rotation_support import fake_server
+
+    with fake_server("/api") as service:
+        monkeypatch.setenv("OPSSECRETS_SLACK_API_URL", service.url)
+        yield service

@@ -7,7 +7,6 @@ import os
 import secrets
 import stat
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,13 +27,6 @@ from rotation_support import (
 )
 
 SECRETS = "secrets/secrets.yaml"
-
-
-@pytest.fixture
-def slack(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeService]:
-    with fake_server("/api") as service:
-        monkeypatch.setenv("OPSSECRETS_SLACK_API_URL", service.url)
-        yield service
 
 
 @pytest.fixture

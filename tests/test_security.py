@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 from conftest import PROJECT_ROOT, AgeKey, OpsRepo, Result
-from rotation_support import FakeService, Platform, bot_token, fake_server, make_platform
+from rotation_support import FakeService, Platform, bot_token, make_platform
 
 from opssecrets import git as git_module
 from opssecrets.sops import find_age, find_sops
@@ -197,13 +197,6 @@ def assert_promises_held(rec: Recorder, results: list[Result], home: Path) -> No
     assert leftovers == [], f"temp files left behind: {leftovers}"
     state = rec.watch[1]
     assert not list(state.glob("**/stage-*")) and not list(state.glob("**/rotate-*")), list(state.rglob("*"))
-
-
-@pytest.fixture
-def slack(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeService]:
-    with fake_server("/api") as service:
-        monkeypatch.setenv("OPSSECRETS_SLACK_API_URL", service.url)
-        yield service
 
 
 @pytest.fixture
