@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from opssecrets.keys import parse_ssh_public_key
-from tests.conftest import AgeKey, OpsRepo
+from tests.conftest import PROJECT_ROOT, AgeKey, OpsRepo
 
 SECRETS = "matrix-registration-token: reg-0001\nacme-email: ops@example.invalid\nslack:\n    bot_token: bot-0001\n"
 
@@ -296,9 +297,15 @@ def test_sops_missing_or_too_old_is_exit_3(platform: OpsRepo, tmp_path: Path) ->
     result = platform.ops("add-engineer", "eve", "--age-key", AgeKey.new().recipient, "--admin")
     assert result.code == 3 and "too old" in result.err and "pip install" in result.err
     platform.monkeypatch.delenv("OPSSECRETS_SOPS")
-    platform.monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    result = platform.ops("add-engineer", "eve", "--age-key", AgeKey.new().recipient, "--admin")
-    assert result.code == 3 and "sops not found" in result.err
+    # sops neither on PATH nor beside the interpreter: the base Python, reading the venv's
+    # packages through PYTHONPATH, has no sops in its scripts folder
+    base_python = Path(sys.base_prefix) / "bin" / "python3"
+    assert shutil.which("sops", path=str(base_python.parent)) is None
+    site = next(p for p in sys.path if p.endswith("site-packages") and p.startswith(sys.prefix))
+    env = {**os.environ, "PATH": str(tmp_path / "empty"), "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), site])}
+    argv = [str(base_python), "-m", "opssecrets", "--repo", str(platform.root), "add-engineer", "eve"]
+    proc = subprocess.run([*argv, "--age-key", AgeKey.new().recipient, "--admin"], capture_output=True, text=True, env=env, check=False)
+    assert proc.returncode == 3 and "sops not found beside" in proc.stderr, proc.stderr
     assert platform.snapshot() == before
 
 
