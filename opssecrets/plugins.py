@@ -38,16 +38,16 @@ def plugins_on_path() -> list[tuple[str, str]]:
     return sorted(found.items())
 
 
-def require_plugins(wrapped_for: Iterable[tuple[str, str]]) -> None:
+def require_plugins(uses: Iterable[tuple[str, str]]) -> None:
     """Refuse, before anything changes, when a recipient's plugin is missing from PATH.
 
-    ``wrapped_for`` holds ``(file, recipient)`` pairs: each file whose data key is about to
-    be wrapped for that recipient. The error names the plugin program, the recipient and the file.
+    ``uses`` holds ``(what, recipient)`` pairs, ``what`` saying what is about to be done for
+    that recipient ("re-encrypting secrets/x.yaml"). The error names the plugin program.
     """
-    for file, recipient in wrapped_for:
+    for what, recipient in uses:
         name = plugin_of_recipient(recipient)
         if name is not None and plugin_program(name) is None:
             raise EnvironmentProblem(
-                f"re-encrypting {file} for the plugin recipient {recipient[:24]}... needs {PROGRAM_PREFIX}{name}, "
+                f"{what} for the plugin recipient {recipient[:24]}... needs {PROGRAM_PREFIX}{name}, "
                 f"which is not on PATH; install {PROGRAM_PREFIX}{name} and run this again (nothing was changed)"
             )

@@ -164,7 +164,7 @@ def check_plugins(plan: Plan) -> None:
     pairs = []
     for change in plan.files:
         rule = matching_rule(config.rules, change.relpath)
-        pairs += [(change.relpath, recipient) for recipient in (rule.age_recipients if rule else ())]
+        pairs += [(f"re-encrypting {change.relpath}", recipient) for recipient in (rule.age_recipients if rule else ())]
     require_plugins(pairs)
 
 

@@ -139,3 +139,13 @@ def test_a_plugin_identity_is_accepted_into_the_keyring(repo: OpsRepo, keyring_s
     assert json.loads(shown.out)["source"] == "keyring"
     broken = repo.ops("identity", "import", "--stdin", stdin=identity[:-3] + ("QQQ" if identity[-3:] != "QQQ" else "PPP") + "\n")
     assert broken.code == 2 and "checksum" in broken.err
+
+
+def test_sharing_with_a_plugin_recipient_without_its_plugin_is_exit_3_before_decrypting(
+    with_yubikey_admin: tuple[OpsRepo, AgeKey, str],
+) -> None:
+    repo, _, _ = with_yubikey_admin
+    result = repo.ops("share", "slack/bot_token", "--to", "yk")
+    assert result.code == 3, result
+    assert "sharing slack/bot_token with admin_yk" in result.err and "needs age-plugin-yubikey" in result.err
+    assert result.out == "" and "xoxb-0001" not in result.err
