@@ -258,13 +258,14 @@ def run_doctor(repo_arg: Path | None, *, workers: int = 8) -> DoctorReport:
     identity = report.checks[index]
     if opened:
         report.checks[index] = dataclasses.replace(identity, found=f"{identity.found}; sops opens {opened} of {len(files)} secret file(s)")
-    elif not any(f.problem for f in report.files):
-        # never "ok" while sops opens nothing with it: the identity itself is the problem
-        fix = (
-            f"send an admin 'opssecrets add-engineer NAME --age-key {resolved.recipients[0]}'"
-            if resolved.recipients
-            else "check that your identity is the one an admin added"
-        )
+    else:
+        # never "ok" while sops opens nothing with it: then the identity itself is the problem
+        if any(f.wrapped for f in report.files):
+            fix = "sops cannot open files wrapped for that recipient with what it is given: check your SOPS_AGE_* variables"
+        elif resolved.recipients:
+            fix = f"send an admin 'opssecrets add-engineer NAME --age-key {resolved.recipients[0]}'"
+        else:
+            fix = "check that your identity is the one an admin added"
         found = f"{identity.found}; your identity reads none of the {len(files)} secret file(s)"
         report.checks[index] = Check("identity", False, found, fix)
     return report
