@@ -149,3 +149,25 @@ def test_sharing_with_a_plugin_recipient_without_its_plugin_is_exit_3_before_dec
     assert result.code == 3, result
     assert "sharing slack/bot_token with admin_yk" in result.err and "needs age-plugin-yubikey" in result.err
     assert result.out == "" and "xoxb-0001" not in result.err
+
+
+def test_with_the_plugin_on_path_the_change_reaches_sops_which_runs_that_plugin(repo: OpsRepo, tmp_path: Path) -> None:
+    """The check looks where sops looks: with a (fake, failing) age-plugin-yubikey on PATH the change
+    goes on to sops, sops runs that very program to wrap the data key, and its failure changes nothing.
+    Real plugin encryption is not claimed here: no real plugin is installed."""
+    bin_dir = tmp_path / "plugins"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls.log"
+    fake = bin_dir / "age-plugin-yubikey"
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexit 1\n')
+    fake.chmod(0o755)
+    rules = "creation_rules:\n  - path_regex: ^secrets/\n    age: [*admin_dan]\n"
+    repo.write(".sops.yaml", f"keys:\n  - &admin_dan {repo.operator.recipient}\n{rules}")
+    repo.encrypt("secrets/secrets.yaml", "a: 1\n")
+    before = repo.snapshot()
+    path = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    result = repo.ops_proc("add-engineer", "yk", "--age-key", plugin_recipient("yubikey"), "--admin", env=path)
+    assert result.code == 4, result
+    assert "not on PATH" not in result.err
+    assert "--age-plugin=recipient-v1" in calls.read_text()  # sops ran our PATH's plugin
+    assert repo.snapshot() == before
