@@ -143,8 +143,6 @@ def _load_openssh(data: bytes, source: str) -> object:
         ) from None
     except Exception:  # a wrong passphrase shows as a broken checksum; never chain it (it saw the passphrase)
         raise BadInput(f"wrong passphrase for {source} (typed, or from {PASSPHRASE_VAR}); try again") from None
-    finally:
-        del passphrase
 
 
 def identity_from_openssh(data: bytes, source: str) -> str:
