@@ -7,6 +7,8 @@ marked ``needed`` that fails makes the exit code non-zero; the keyring is inform
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -15,6 +17,7 @@ from pathlib import Path
 from opssecrets.errors import OpsError
 from opssecrets.identity import (
     SOURCE_ENV,
+    SSH_KEY_VAR,
     USER_IDENTITY_VARS,
     ResolvedIdentity,
     keyring_identity,
@@ -22,9 +25,11 @@ from opssecrets.identity import (
     resolve_identity,
     sops_default_key_file,
 )
+from opssecrets.keys import plugin_of_recipient
+from opssecrets.plugins import PROGRAM_PREFIX, plugins_on_path
 from opssecrets.repo import Repo
 from opssecrets.rules import CreationRule, load_rules_fast, matching_rule, relative_to_config
-from opssecrets.sops import AGE_FLOOR, SOPS_FLOOR, Binary, find_age, find_sops, safe_path, stderr_summary
+from opssecrets.sops import AGE_FLOOR, SOPS_FLOOR, Binary, Sops, find_age, find_sops, safe_path, stderr_summary
 
 
 @dataclass(frozen=True)
@@ -110,7 +115,9 @@ def _config_checks(repo: Repo | None, locate_error: str) -> tuple[list[Check], l
     return checks, rules
 
 
-def _identity_check(resolved: ResolvedIdentity) -> Check:
+def _identity_check(resolved: ResolvedIdentity | OpsError) -> Check:
+    if isinstance(resolved, OpsError):  # an SSH key that cannot be opened (passphrase missing or wrong)
+        return Check("identity", False, resolved.message, "fix that and run 'opssecrets doctor' again")
     if not resolved.found:
         return Check(
             "identity",
@@ -129,7 +136,8 @@ def _identity_check(resolved: ResolvedIdentity) -> Check:
     if (
         resolved.source == SOURCE_ENV
         and not resolved.recipients
-        and not any(v in resolved.where for v in ("SOPS_AGE_KEY_CMD", "SOPS_AGE_SSH_PRIVATE_KEY_FILE"))
+        and not any(v in resolved.where for v in ("SOPS_AGE_KEY_CMD", SSH_KEY_VAR))
+        and "AGE-PLUGIN-" not in os.environ.get("SOPS_AGE_KEY", "").upper()
     ):
         return Check(
             "identity",
@@ -140,7 +148,7 @@ def _identity_check(resolved: ResolvedIdentity) -> Check:
     return Check("identity", True, f"{resolved.where}: {recipients}")
 
 
-def _keyring_check(resolved: ResolvedIdentity) -> Check:
+def _keyring_check(resolved: ResolvedIdentity | None) -> Check:
     info = keyring_info()
     if not info.usable:
         return Check(
@@ -152,20 +160,38 @@ def _keyring_check(resolved: ResolvedIdentity) -> Check:
         )
     holds = keyring_identity() is not None
     shadow = (
-        " (not used: your environment's identity variables take precedence)" if holds and resolved.source == SOURCE_ENV else ""
+        " (not used: your environment's identity variables take precedence)" if holds and resolved and resolved.source == SOURCE_ENV else ""
     )
     state = "holds an opssecrets identity" if holds else "holds no opssecrets identity"
     return Check("keyring", True, f"{info.backend}, {state}{shadow}", needed=False)
 
 
+def _plugins_check(rules: Sequence[CreationRule]) -> Check:
+    """The age plugins on PATH, and any that a recipient in .sops.yaml needs but is missing."""
+    found = plugins_on_path()
+    listed = ", ".join(f"{name} ({path})" for name, path in found) or "none on PATH"
+    needed = sorted({name for rule in rules for key in rule.age_recipients if (name := plugin_of_recipient(key))})
+    missing = [name for name in needed if name not in dict(found)]
+    if missing:
+        programs = ", ".join(f"{PROGRAM_PREFIX}{name}" for name in missing)
+        return Check(
+            "plugins",
+            False,
+            f"{listed}; .sops.yaml has recipients for {programs}, not on PATH",
+            f"install {programs} before re-encrypting (changes that need it stop with exit 3)",
+            needed=False,
+        )
+    return Check("plugins", True, listed, needed=False)
+
+
 def _file_access(
-    repo: Repo, rel: str, recipients: Sequence[str], wrapped_for: frozenset[str], rules: Sequence[CreationRule]
+    repo: Repo, sops: Sops, rel: str, recipients: Sequence[str], wrapped_for: frozenset[str], rules: Sequence[CreationRule]
 ) -> FileAccess:
     known = bool(recipients)
     rule = matching_rule(rules, relative_to_config(repo.root, repo.root / rel)) if rules else None
     in_rule = (bool(rule and set(recipients) & set(rule.age_recipients))) if known else None
     wrapped = bool(set(recipients) & wrapped_for) if known else None
-    proc = repo.sops.call(("decrypt", safe_path(rel)), discard_stdout=True)  # access proven; values never read
+    proc = sops.call(("decrypt", safe_path(rel)), discard_stdout=True)  # access proven; values never read
     decrypts = proc.returncode == 0
     why = "" if decrypts else stderr_summary(proc.stderr, 160)
     del proc  # the plaintext: never kept, never shown
@@ -206,30 +232,40 @@ def run_doctor(repo_arg: Path | None, *, workers: int = 8) -> DoctorReport:
         locate_error = exc.message
     config_checks, rules = _config_checks(repo, locate_error)
     report.checks += config_checks
-    resolved = resolve_identity()
+    resolved: ResolvedIdentity | OpsError
+    try:
+        resolved = resolve_identity()
+    except OpsError as exc:
+        resolved = exc
     report.checks.append(_identity_check(resolved))
+    report.checks.append(_plugins_check(rules))
+    if isinstance(resolved, OpsError):
+        report.checks.append(_keyring_check(None))
+        return report
     report.checks.append(_keyring_check(resolved))
     if repo is None or sops_bin is None or not repo.config_path.is_file() or not resolved.found:
         return report
     files = repo.secret_files()
     if not files:
         return report
+    # sops gets exactly the identity resolved here (asked for once: an SSH key's passphrase)
+    sops = dataclasses.replace(repo.sops, identity_env=resolved.env)
     jobs = [(repo.relpath(sf.path), sf.metadata.age_recipients) for sf in files]
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(jobs)))) as pool:
-        report.files = list(pool.map(lambda job: _file_access(repo, job[0], resolved.recipients, job[1], rules), jobs))
-    if not any(f.decrypts for f in report.files) and not any(f.problem for f in report.files):
-        first = report.files[0]
-        fix = (
-            f"send an admin 'opssecrets add-engineer NAME --age-key {resolved.recipients[0]}'"
-            if resolved.recipients
-            else "check that your identity is the one an admin added"
-        )
-        report.files[0] = FileAccess(
-            first.file,
-            first.in_rule,
-            first.wrapped,
-            False,
-            f"{first.status}; your identity reads none of the {len(files)} secret file(s)",
-            fix,
-        )
+        report.files = list(pool.map(lambda job: _file_access(repo, sops, job[0], resolved.recipients, job[1], rules), jobs))
+    opened = sum(f.decrypts for f in report.files)
+    index = next(i for i, c in enumerate(report.checks) if c.name == "identity")
+    identity = report.checks[index]
+    if opened:
+        report.checks[index] = dataclasses.replace(identity, found=f"{identity.found}; sops opens {opened} of {len(files)} secret file(s)")
+    else:
+        # never "ok" while sops opens nothing with it: then the identity itself is the problem
+        if any(f.wrapped for f in report.files):
+            fix = "sops cannot open files wrapped for that recipient with what it is given: check your SOPS_AGE_* variables"
+        elif resolved.recipients:
+            fix = f"send an admin 'opssecrets add-engineer NAME --age-key {resolved.recipients[0]}'"
+        else:
+            fix = "check that your identity is the one an admin added"
+        found = f"{identity.found}; your identity reads none of the {len(files)} secret file(s)"
+        report.checks[index] = Check("identity", False, found, fix)
     return report

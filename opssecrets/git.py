@@ -12,13 +12,13 @@ from opssecrets.errors import BadInput
 def git_env() -> dict[str, str]:
     """The environment for a git child: ours without GIT_* overrides and without sops' variables.
 
-    ``SOPS_AGE_KEY`` may hold the operator's identity; git, its hooks and its credential
-    helpers have no use for it, so it stays with the sops children that need it.
+    ``SOPS_AGE_KEY`` may hold the operator's identity and ``SSH_TO_AGE_PASSPHRASE`` an SSH
+    key's passphrase; git, its hooks and its credential helpers have no use for them.
     """
     return {
         k: v
         for k, v in os.environ.items()
-        if (not k.startswith("GIT_") or k in ("GIT_CONFIG_NOSYSTEM",)) and not k.startswith("SOPS_")
+        if (not k.startswith("GIT_") or k in ("GIT_CONFIG_NOSYSTEM",)) and not k.startswith("SOPS_") and k != "SSH_TO_AGE_PASSPHRASE"
     }
 
 

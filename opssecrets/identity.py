@@ -2,9 +2,15 @@
 
 Resolution order: ``SOPS_AGE_KEY``/``SOPS_AGE_KEY_FILE`` (or ``SOPS_AGE_KEY_CMD``,
 ``SOPS_AGE_SSH_PRIVATE_KEY_FILE``) set by the user, passed through untouched; then the OS
-keyring (service ``opssecrets``); then sops' own default key file, which sops reads itself.
-A keyring identity reaches sops only through the child's environment (``SOPS_AGE_KEY``):
-never a file we write, never argv.
+keyring (service ``opssecrets``); then sops' own default key file, which sops reads itself;
+then ``~/.ssh/id_ed25519`` (sops' own fallback). A keyring identity reaches sops only
+through the child's environment (``SOPS_AGE_KEY``): never a file we write, never argv.
+
+An SSH ed25519 key (``SOPS_AGE_SSH_PRIVATE_KEY_FILE`` or ``~/.ssh/id_ed25519``) is also
+converted in memory, as ssh-to-age does, and added as ``SOPS_AGE_KEY`` in the child's
+environment: ``.sops.yaml`` holds the converted ``age1...`` recipient (what sops-nix uses),
+which sops' native SSH identity cannot open. A passphrase-protected key is opened with
+``SSH_TO_AGE_PASSPHRASE`` (ssh-to-age's variable) or a hidden prompt at a terminal.
 
 ``keyring`` is imported only when an identity is actually needed (the first sops call), so
 commands that never decrypt, like the pre-commit guard, start without it. A machine with
@@ -18,6 +24,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC
@@ -29,6 +36,7 @@ from opssecrets.keys import (
     ed25519_seed_to_x25519_private,
     identity_from_private_bytes,
     is_age_identity,
+    plugin_of_identity,
     recipient_for_identity,
 )
 
@@ -42,11 +50,18 @@ _UNUSABLE_BACKENDS = ("keyring.backends.fail.Keyring", "keyring.backends.null.Ke
 SOURCE_ENV = "environment"
 SOURCE_KEYRING = "keyring"
 SOURCE_DEFAULT_FILE = "sops default key file"
+SOURCE_SSH_FALLBACK = "ssh key"
 SOURCE_NONE = "none"
+SSH_KEY_VAR = "SOPS_AGE_SSH_PRIVATE_KEY_FILE"
+PASSPHRASE_VAR = "SSH_TO_AGE_PASSPHRASE"  # noqa: S105 (a variable's name): ssh-to-age's own, so one setting serves both
 
 
 class KeyringUnavailable(EnvironmentProblem):
     """No keyring backend here can store a secret (headless machine, or disabled)."""
+
+
+class NotEd25519(BadInput):
+    """An SSH private key of another kind: it has no ssh-to-age conversion."""
 
 
 # --- sops' own default key file -------------------------------------------------------
@@ -79,34 +94,66 @@ def parse_identities(text: str, source: str) -> list[str]:
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        if line.upper().startswith("AGE-PLUGIN-"):
-            raise BadInput(f"{source} line {number}: an age plugin identity; opssecrets keeps X25519 identities only")
-        if not is_age_identity(line):
+        if line.upper().startswith("AGE-PLUGIN-") and plugin_of_identity(line) is None:
+            raise BadInput(f"{source} line {number}: an age plugin identity whose bech32 checksum fails; copy it again")
+        if not is_age_identity(line) and plugin_of_identity(line) is None:
             raise BadInput(
-                f"{source} line {number}: not an age identity (AGE-SECRET-KEY-1...) or a '#' comment; fix or remove that line"
+                f"{source} line {number}: not an age identity (AGE-SECRET-KEY-1... or AGE-PLUGIN-...) or a '#' comment; "
+                "fix or remove that line"
             )
         identities.append(line.upper())
     return identities
 
 
-def identity_from_openssh(data: bytes, source: str) -> str:
-    """Convert an unencrypted OpenSSH ed25519 private key to an age identity, as ssh-to-age does."""
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+def ssh_passphrase(source: str) -> bytes:
+    """The passphrase of an SSH key: ``SSH_TO_AGE_PASSPHRASE`` if set (as ssh-to-age reads it),
+    else a hidden prompt when stdin is a terminal. Never echoed, logged or put in a message."""
+    given = os.environ.get(PASSPHRASE_VAR)
+    if given:
+        return given.encode("utf-8")
+    if sys.stdin is not None and sys.stdin.isatty():
+        import getpass
+
+        typed = getpass.getpass(f"Passphrase for {source}: ")
+        if typed:
+            return typed.encode("utf-8")
+    raise BadInput(
+        f"{source} is passphrase-protected: run this at a terminal to be asked for the passphrase, or set {PASSPHRASE_VAR}"
+    )
+
+
+def _load_openssh(data: bytes, source: str) -> object:
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives.serialization import load_ssh_private_key
 
     try:
-        key = load_ssh_private_key(data, password=None)
-    except TypeError as exc:  # cryptography: "Password was not given but private key is encrypted"
-        raise BadInput(
-            f"{source} is passphrase-protected: export an age identity another way (ssh-to-age -private-key) "
-            "and pipe it to 'opssecrets identity import --stdin'"
-        ) from exc
-    except Exception as exc:  # damaged or unsupported: drop cryptography's message, keep ours
-        raise BadInput(f"{source} is not a readable OpenSSH private key; check the file") from exc
-    if not isinstance(key, Ed25519PrivateKey):
-        raise BadInput(f"{source} is not an ed25519 key: only ed25519 SSH keys convert to age identities")
+        return load_ssh_private_key(data, password=None)
+    except TypeError:  # cryptography: "Password was not given but private key is encrypted"
+        pass
+    except UnsupportedAlgorithm:
+        raise EnvironmentProblem(f"{source} uses a cipher this cryptography build cannot open; upgrade cryptography") from None
+    except Exception:  # damaged or unsupported: drop cryptography's message, keep ours
+        raise BadInput(f"{source} is not a readable OpenSSH private key; check the file") from None
+    passphrase = ssh_passphrase(source)
+    try:
+        return load_ssh_private_key(data, password=passphrase)
+    except UnsupportedAlgorithm:
+        raise EnvironmentProblem(
+            f"{source} is passphrase-protected and the bcrypt package is missing; run 'pip install bcrypt'"
+        ) from None
+    except Exception:  # a wrong passphrase shows as a broken checksum; never chain it (it saw the passphrase)
+        raise BadInput(f"wrong passphrase for {source} (typed, or from {PASSPHRASE_VAR}); try again") from None
+
+
+def identity_from_openssh(data: bytes, source: str) -> str:
+    """Convert an OpenSSH ed25519 private key (passphrase-protected or not) to an age identity,
+    as ssh-to-age does. The key is decrypted in memory only."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
+    key = _load_openssh(data, source)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise NotEd25519(f"{source} is not an ed25519 key: only ed25519 SSH keys convert to age identities")
     seed = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
     return identity_from_private_bytes(ed25519_seed_to_x25519_private(seed))
 
@@ -138,7 +185,21 @@ def keys_txt(identity: str) -> str:
     from datetime import datetime
 
     created = datetime.now(UTC).replace(microsecond=0).isoformat()
-    return f"# created: {created}\n# public key: {recipient_for_identity(identity)}\n{identity}\n"
+    plugin = plugin_of_identity(identity)
+    public = f"# plugin: age-plugin-{plugin}" if plugin else f"# public key: {recipient_for_identity(identity)}"
+    return f"# created: {created}\n{public}\n{identity}\n"
+
+
+def describe_identity(identity: str) -> str:
+    """What may be shown of an identity: its recipient, or for a plugin identity the plugin
+    (its recipient is known only to the plugin)."""
+    plugin = plugin_of_identity(identity)
+    return f"an age-plugin-{plugin} identity" if plugin else f"recipient {recipient_for_identity(identity)}"
+
+
+def is_identity(text: str) -> bool:
+    """An X25519 ``AGE-SECRET-KEY-1...`` or a plugin ``AGE-PLUGIN-NAME-1...`` identity."""
+    return is_age_identity(text) or plugin_of_identity(text) is not None
 
 
 def write_private_file(path: Path, content: str) -> None:
@@ -217,7 +278,7 @@ def keyring_identity() -> str | None:
         stored = backend.get_password(KEYRING_SERVICE, KEYRING_USERNAME)
     except Exception:  # a headless box, a locked or broken keyring: fall back silently by design
         return None
-    if not stored or not is_age_identity(stored.strip()):
+    if not stored or not is_identity(stored.strip()):
         return None
     return str(stored).strip().upper()
 
@@ -284,39 +345,80 @@ def _recipients_of_file(path: Path) -> tuple[tuple[str, ...], str]:
         data = path.read_bytes()
     except OSError as exc:
         return (), f"cannot read {path}: {exc.strerror}"
-    if b"-----BEGIN OPENSSH PRIVATE KEY-----" in data:
-        try:
-            return (recipient_for_identity(identity_from_openssh(data, str(path))),), ""
-        except BadInput as exc:
-            return (), exc.message
     return _recipients_of(data.decode("utf-8", "replace")), ""
 
 
+def ssh_key_identity(path: Path) -> str | None:
+    """The age identity an SSH ed25519 private key converts to (asking for its passphrase if
+    it has one), or None when it is another kind of SSH key, which sops handles natively.
+
+    Raises BadInput for an unreadable or damaged file and for a wrong or missing passphrase.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BadInput(f"cannot read the SSH key {path}: {exc.strerror}; fix ${SSH_KEY_VAR} or the file's permissions") from None
+    if b"-----BEGIN OPENSSH PRIVATE KEY-----" not in data:
+        return None  # a PEM RSA key and the like: sops reads it itself; nothing to convert
+    try:
+        return identity_from_openssh(data, str(path))
+    except NotEd25519:
+        return None
+
+
+def ssh_fallback_key() -> Path:
+    """sops' own fallback SSH identity when no age identity is configured."""
+    return Path.home() / ".ssh" / "id_ed25519"
+
+
 def resolve_identity() -> ResolvedIdentity:
-    """The identity sops would use for a decrypting call, in opssecrets' resolution order."""
+    """The identity sops would use for a decrypting call, in opssecrets' resolution order.
+
+    May ask for an SSH key's passphrase (see :func:`ssh_passphrase`); raises BadInput when
+    that key cannot be opened.
+    """
     user_set = [var for var in USER_IDENTITY_VARS if os.environ.get(var)]
     if user_set:
         recipients: list[str] = []
         notes: list[str] = []
+        env: dict[str, str] = {}
         if os.environ.get("SOPS_AGE_KEY"):
             recipients.extend(_recipients_of(os.environ["SOPS_AGE_KEY"]))
-        for var in ("SOPS_AGE_KEY_FILE", "SOPS_AGE_SSH_PRIVATE_KEY_FILE"):
-            if os.environ.get(var):
-                found, note = _recipients_of_file(Path(os.environ[var]).expanduser())
-                recipients.extend(found)
-                if note:
-                    notes.append(f"{var}: {note}")
+        if os.environ.get("SOPS_AGE_KEY_FILE"):
+            found, note = _recipients_of_file(Path(os.environ["SOPS_AGE_KEY_FILE"]).expanduser())
+            recipients.extend(found)
+            if note:
+                notes.append(f"SOPS_AGE_KEY_FILE: {note}")
         where = ", ".join(f"${var}" for var in user_set)
-        return ResolvedIdentity(SOURCE_ENV, where, tuple(dict.fromkeys(recipients)), {}, "; ".join(notes))
+        if os.environ.get(SSH_KEY_VAR):
+            converted = ssh_key_identity(Path(os.environ[SSH_KEY_VAR]).expanduser())
+            if converted is not None:
+                # sops' native SSH identity cannot open the ssh-to-age recipient: hand sops the
+                # converted identity too, next to whatever SOPS_AGE_KEY the user set
+                env["SOPS_AGE_KEY"] = "\n".join(filter(None, (os.environ.get("SOPS_AGE_KEY", ""), converted)))
+                recipients.append(recipient_for_identity(converted))
+                where = where.replace(f"${SSH_KEY_VAR}", f"${SSH_KEY_VAR} (converted like ssh-to-age)")
+        return ResolvedIdentity(SOURCE_ENV, where, tuple(dict.fromkeys(recipients)), env, "; ".join(notes))
     stored = keyring_identity()
     if stored is not None:
+        plugin_recipients = () if plugin_of_identity(stored) else (recipient_for_identity(stored),)
         return ResolvedIdentity(
-            SOURCE_KEYRING, f"OS keyring (service {KEYRING_SERVICE})", (recipient_for_identity(stored),), {"SOPS_AGE_KEY": stored}
+            SOURCE_KEYRING, f"OS keyring (service {KEYRING_SERVICE})", plugin_recipients, {"SOPS_AGE_KEY": stored}
         )
     default = sops_default_key_file()
     if default.is_file():
         found, note = _recipients_of_file(default)
         return ResolvedIdentity(SOURCE_DEFAULT_FILE, str(default), found, {}, note)
+    fallback = ssh_fallback_key()
+    if fallback.is_file():
+        converted = ssh_key_identity(fallback)
+        if converted is not None:
+            return ResolvedIdentity(
+                SOURCE_SSH_FALLBACK,
+                f"{fallback} (converted like ssh-to-age)",
+                (recipient_for_identity(converted),),
+                {"SOPS_AGE_KEY": converted},
+            )
     return ResolvedIdentity(SOURCE_NONE, "", (), {}, "")
 
 
@@ -325,11 +427,13 @@ class IdentityEnv(Mapping[str, str]):
 
     def __init__(self) -> None:
         self._env: Mapping[str, str] | None = None
+        self._lock = threading.Lock()  # sops calls run in threads: resolve (and ask a passphrase) once
 
     def _resolved(self) -> Mapping[str, str]:
-        if self._env is None:
-            self._env = resolve_identity().env
-        return self._env
+        with self._lock:
+            if self._env is None:
+                self._env = resolve_identity().env
+            return self._env
 
     def __getitem__(self, key: str) -> str:
         return self._resolved()[key]

@@ -21,6 +21,9 @@ _CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
 _GENERATOR = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
 RECIPIENT_HRP = "age"
 IDENTITY_HRP = "age-secret-key-"
+PLUGIN_RECIPIENT_PREFIX = "age1"  # then the plugin name: age1yubikey1...
+PLUGIN_IDENTITY_PREFIX = "age-plugin-"  # then the name and '-': AGE-PLUGIN-YUBIKEY-1...
+_PLUGIN_NAME = re.compile(r"[a-z0-9+._-]+")  # what age accepts as a plugin name
 _P = 2**255 - 19
 
 
@@ -106,13 +109,39 @@ def check_age_recipient(text: str) -> str:
         if key.upper().startswith("AGE-SECRET-KEY-"):
             raise BadInput("that is an age identity (a private key), never share it: pass the recipient from 'age-keygen -y'")
         raise BadInput(f"not an age recipient: {_preview(key)!r} does not start with 'age1'; pass the output of 'age-keygen -y'")
-    if key.startswith("age1yubikey1") or (key.startswith("age1") and not is_age_recipient(key)):
+    if not is_age_recipient(key) and plugin_of_recipient(key) is None:
         if bech32_decode(key) is None:
             raise BadInput(
                 f"not a valid age recipient: {_preview(key)!r} fails its bech32 checksum (a typo?); copy it again from 'age-keygen -y'"
             )
-        raise BadInput(f"{_preview(key)!r} is an age plugin recipient; opssecrets manages X25519 age recipients only")
+        raise BadInput(
+            f"{_preview(key)!r} is neither an X25519 age recipient nor an age plugin recipient (age1NAME1..., lower case); copy it again"
+        )
     return key
+
+
+def plugin_of_recipient(text: str) -> str | None:
+    """The plugin of an ``age1NAME1...`` recipient with a valid checksum (``yubikey``), else None.
+
+    age's plugin convention: the bech32 prefix is ``age1`` plus the plugin's name, and
+    ``age-plugin-NAME`` on PATH does the work; the payload is the plugin's own business.
+    """
+    if text != text.lower():
+        return None
+    decoded = bech32_decode(text)
+    if decoded is None or not decoded[0].startswith(PLUGIN_RECIPIENT_PREFIX):
+        return None
+    name = decoded[0][len(PLUGIN_RECIPIENT_PREFIX) :]
+    return name if _PLUGIN_NAME.fullmatch(name) else None
+
+
+def plugin_of_identity(text: str) -> str | None:
+    """The plugin of an ``AGE-PLUGIN-NAME-1...`` identity with a valid checksum, else None."""
+    decoded = bech32_decode(text.strip())
+    if decoded is None or not decoded[0].startswith(PLUGIN_IDENTITY_PREFIX) or not decoded[0].endswith("-"):
+        return None
+    name = decoded[0][len(PLUGIN_IDENTITY_PREFIX) : -1]
+    return name if _PLUGIN_NAME.fullmatch(name) else None
 
 
 def _preview(text: str) -> str:

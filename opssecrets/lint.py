@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from opssecrets.errors import BadInput
-from opssecrets.keys import bech32_decode, is_age_recipient
+from opssecrets.keys import is_age_recipient, plugin_of_recipient
 from opssecrets.regex_samples import sample_matches
 from opssecrets.sopsconfig import NAME_PATTERN, SopsConfig
 
@@ -89,11 +89,8 @@ def _keys(config: SopsConfig) -> list[Problem]:
         if key in seen:
             continue
         seen.add(key)
-        if is_age_recipient(key):
-            continue
-        decoded = bech32_decode(key)
-        if decoded is not None and decoded[0].startswith("age1"):
-            continue  # a plugin recipient (age1yubikey1...): valid, not ours to check further
+        if is_age_recipient(key) or plugin_of_recipient(key) is not None:
+            continue  # a plugin recipient (age1yubikey1...): valid, its payload is the plugin's business
         name = config.name_for_key(key)
         out.append(
             Problem("error", name or key[:16] + "...", f"{key[:16]}... is not a valid age recipient (bech32 checksum fails); copy it again")

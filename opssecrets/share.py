@@ -11,6 +11,7 @@ from pathlib import Path
 
 from opssecrets.errors import BadInput, ToolFailed
 from opssecrets.keys import check_age_recipient
+from opssecrets.plugins import require_plugins
 from opssecrets.repo import Repo
 from opssecrets.sops import child_env, find_age, run, stderr_summary
 
@@ -61,6 +62,7 @@ def share_secret(repo: Repo, key: str, to: str, file: Path | None = None) -> Sha
     label, recipient = resolve_recipient(repo, to)
     rel = find_key_file(repo, key, file)
     age = find_age()  # before decrypting: fail early without holding a value
+    require_plugins([(f"sharing {key} with {label}", recipient)])  # age runs age-plugin-NAME for it
     value = repo.sops.extract(rel, key)
     proc = run(age, ("-r", recipient, "-a"), cwd=repo.root, stdin=value, env=child_env(), redact=(value,))
     if proc.returncode != 0 or not proc.stdout.startswith(b"-----BEGIN AGE ENCRYPTED FILE-----"):

@@ -130,8 +130,12 @@ def find_age() -> Binary:
     return _find("age", "OPSSECRETS_AGE", ("--version",), AGE_FLOOR, AGE_INSTALL_HINT)
 
 
+# Read by opssecrets only (an SSH key's passphrase, ssh-to-age's variable): no child needs it.
+PRIVATE_ENV_VARS = ("SSH_TO_AGE_PASSPHRASE",)
+
+
 def _base_env() -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if key not in RECIPIENT_ENV_VARS}
+    env = {key: value for key, value in os.environ.items() if key not in RECIPIENT_ENV_VARS and key not in PRIVATE_ENV_VARS}
     env["SOPS_DISABLE_VERSION_CHECK"] = "1"
     return env
 

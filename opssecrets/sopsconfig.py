@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from opssecrets.errors import BadInput
-from opssecrets.keys import is_age_recipient
+from opssecrets.keys import is_age_recipient, plugin_of_recipient
 from opssecrets.rules import CreationRule, rules_from_data
 from opssecrets.yamltree import Node, parse
 
@@ -78,6 +78,11 @@ class Recipient:
         if re.fullmatch(r"[0-9A-Fa-f]{40}", self.key):
             return "pgp"
         return "other"
+
+    @property
+    def plugin(self) -> str | None:
+        """The age plugin (``yubikey``) an ``age1NAME1...`` recipient needs, else None."""
+        return plugin_of_recipient(self.key)
 
 
 @dataclass(frozen=True)

@@ -153,10 +153,26 @@ def plan_files(
     return changes
 
 
+def check_plugins(plan: Plan) -> None:
+    """Exit 3 before anything changes when a file would be re-encrypted for an age plugin
+    recipient whose ``age-plugin-NAME`` is not on PATH (sops would fail half-way)."""
+    from opssecrets.plugins import require_plugins
+
+    config = plan.after if plan.after is not None else plan.before
+    if config is None:
+        return
+    pairs = []
+    for change in plan.files:
+        rule = matching_rule(config.rules, change.relpath)
+        pairs += [(f"re-encrypting {change.relpath}", recipient) for recipient in (rule.age_recipients if rule else ())]
+    require_plugins(pairs)
+
+
 def apply(repo: Repo, plan: Plan, progress: Callable[[int, int, str], None] | None = None) -> None:
     """Apply ``plan`` all or nothing (see the module docstring)."""
     if plan.empty:
         return
+    check_plugins(plan)
     state = repo.state_dir
     stage = Path(tempfile.mkdtemp(prefix="stage-", dir=state))
     os.chmod(stage, 0o700)

@@ -152,7 +152,7 @@ def test_sops_default_key_file_is_found(ops: OpsRepo, isolated_home: Path, monke
     code, report = as_json(ops)
     assert code == 0, report
     checks = {c["name"]: c for c in report["checks"]}  # type: ignore[union-attr,index]
-    assert checks["identity"]["found"] == f"{default}: {ops.operator.recipient}"
+    assert checks["identity"]["found"] == f"{default}: {ops.operator.recipient}; sops opens 2 of 2 secret file(s)"
 
 
 def test_unreadable_key_file_in_the_environment(ops: OpsRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -188,17 +188,6 @@ def test_imported_ssh_identity_decrypts_what_age_encrypted_to_the_ssh_key(repo: 
     assert opened.stdout == b"handed over"
 
 
-def test_import_refuses_a_passphrase_protected_ssh_key(repo: OpsRepo, keyring_store: Path, tmp_path: Path) -> None:
-    source = tmp_path / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "correct horse", "-f", str(source)], check=True)
-    before = source.read_bytes()
-    result = repo.ops("identity", "import", "--from-file", str(source))
-    assert result.code == 2, result
-    assert "passphrase-protected" in result.err
-    assert stored_identity(keyring_store) is None
-    assert source.read_bytes() == before
-
-
 def test_import_refuses_an_rsa_key(repo: OpsRepo, keyring_store: Path, tmp_path: Path) -> None:
     source = tmp_path / "id_rsa"
     subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-N", "", "-f", str(source)], check=True)

@@ -15,7 +15,7 @@ import click
 
 from opssecrets import identity as ident
 from opssecrets.errors import BadInput, EnvironmentProblem, NoIdentity
-from opssecrets.keys import generate_identity, recipient_for_identity
+from opssecrets.keys import generate_identity, plugin_of_identity, recipient_for_identity
 from opssecrets.sopsconfig import check_name
 
 PRIVATE_WARNING = (
@@ -48,7 +48,7 @@ def _refuse_if_stored(wanted: str | None = None) -> bool:
     if wanted is not None and current == wanted:
         return True
     raise BadInput(
-        f"the keyring already holds an identity (recipient {recipient_for_identity(current)}); "
+        f"the keyring already holds an identity ({ident.describe_identity(current)}); "
         "run 'opssecrets identity forget' first (after 'identity export' if you still need it)"
     )
 
@@ -120,7 +120,7 @@ def new(name: str | None, to_file: Path | None, to_stdout: bool) -> int:
     "--from-file",
     "from_file",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="A keys.txt (comments allowed) or an unencrypted OpenSSH ed25519 private key.",
+    help="A keys.txt (comments allowed) or an OpenSSH ed25519 private key (passphrase: asked at a terminal, or $SSH_TO_AGE_PASSPHRASE).",
 )
 @click.option("--stdin", "from_stdin", is_flag=True, help="Read the identity (or the OpenSSH key) from standard input.")
 def import_(from_file: Path | None, from_stdin: bool) -> int:
@@ -139,31 +139,42 @@ def import_(from_file: Path | None, from_stdin: bool) -> int:
     else:
         data = sys.stdin.buffer.read()
         source = "standard input"
+    is_ssh_key = b"-----BEGIN OPENSSH PRIVATE KEY-----" in data
     secret = ident.identity_from_text(data, source)
-    recipient = recipient_for_identity(secret)
+    described = ident.describe_identity(secret)
+    # stdout gets the recipient; a plugin identity's recipient is known only to its plugin
+    recipient = None if plugin_of_identity(secret) else recipient_for_identity(secret)
     info = ident.keyring_info()
     if not info.usable:
+        file_var = ident.SSH_KEY_VAR if is_ssh_key else "SOPS_AGE_KEY_FILE"
         hint = (
-            f"set SOPS_AGE_KEY_FILE={from_file.resolve()} so sops reads it"
+            f"set {file_var}={from_file.resolve()} so opssecrets and sops read it"
             if from_file is not None
             else "keep it in a file (mode 0600) and set SOPS_AGE_KEY_FILE"
         )
         raise EnvironmentProblem(f"cannot keep an identity in the OS keyring: {info.reason} ({info.backend}); {hint}")
     if _refuse_if_stored(secret):
-        click.echo(f"That identity is already in the keyring (recipient {recipient}); nothing changed.", err=True)
-        click.echo(recipient)
+        click.echo(f"That identity is already in the keyring ({described}); nothing changed.", err=True)
+        _print_recipient(recipient, described)
         return 0
     backend = ident.store_in_keyring(secret)
     click.echo(f"Stored the identity in the OS keyring ({backend}, service {ident.KEYRING_SERVICE}).", err=True)
-    if from_file is not None:
+    if from_file is not None and not is_ssh_key:  # an SSH key stays: it is also the user's SSH login
         click.echo(
             f"{from_file} still holds it in plaintext: once 'opssecrets doctor' shows your files decrypt, "
             f"delete it (shred -u {from_file}).",
             err=True,
         )
     _shadowed_note()
-    click.echo(recipient)
+    _print_recipient(recipient, described)
     return 0
+
+
+def _print_recipient(recipient: str | None, described: str) -> None:
+    if recipient is not None:
+        click.echo(recipient)
+    else:
+        click.echo(f"Stored {described}: its age1... recipient comes from the plugin itself.", err=True)
 
 
 @identity.command("show")
@@ -212,13 +223,13 @@ def forget(yes: bool) -> int:
     if secret is None:
         click.echo("The OS keyring holds no opssecrets identity; nothing to forget.", err=True)
         return 0
-    recipient = recipient_for_identity(secret)
+    recipient = ident.describe_identity(secret)
     if not yes:
         if not sys.stdin.isatty():
             raise BadInput("'identity forget' deletes your private key: confirm with --yes when not at a terminal")
         click.confirm(
-            f"Delete the identity for {recipient} from the keyring? Without a copy you lose access to your secrets", abort=True
+            f"Delete the identity ({recipient}) from the keyring? Without a copy you lose access to your secrets", abort=True
         )
     ident.forget_keyring_identity()
-    click.echo(f"Deleted the identity for {recipient} from the OS keyring.", err=True)
+    click.echo(f"Deleted the identity ({recipient}) from the OS keyring.", err=True)
     return 0

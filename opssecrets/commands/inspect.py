@@ -25,6 +25,7 @@ def recipients(ctx: click.Context, as_json: bool) -> int:
             "anchor": r.name,
             "role": r.role,
             "type": r.key_type,
+            "plugin": r.plugin,
             "key": r.key,
             "rules": [
                 rule.index + 1
@@ -34,7 +35,7 @@ def recipients(ctx: click.Context, as_json: bool) -> int:
         }
         for r in config.recipients
     ]
-    emit(rows, ["name", "role", "type", "key", "rules"], as_json=as_json, key="recipients")
+    emit(rows, ["name", "role", "type", "plugin", "key", "rules"], as_json=as_json, key="recipients")
     return 0
 
 

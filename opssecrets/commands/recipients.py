@@ -17,7 +17,7 @@ from opssecrets.output import render_table
 from opssecrets.repo import Repo
 from opssecrets.sopsconfig import SopsConfig, check_name, write_atomic
 from opssecrets.templates import initial_config
-from opssecrets.transaction import Plan, apply, plan_files, repo_lock
+from opssecrets.transaction import Plan, apply, check_plugins, plan_files, repo_lock
 
 AGE_KEY_HELP = "The engineer's age recipient (age1..., from 'age-keygen -y' or 'opssecrets identity show')."
 SSH_KEY_HELP = "An SSH ed25519 public key line or .pub file; converted to age as ssh-to-age does."
@@ -41,6 +41,7 @@ def _change(
         edit = edit_fn(before)
         plan = Plan(before, edit.after, plan_files(repo, before, edit.after, edit.removed_keys), list(edit.notes))
         if not dry_run:
+            check_plugins(plan)  # before the ledger records anything
             if edit.exposed_to is not None:
                 record_exposures(repo.root, plan, edit.exposed_to)
             apply(repo, plan, progress_bar)
