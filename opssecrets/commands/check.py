@@ -49,7 +49,7 @@ def check(
     if not (staged or all_files or paths or base):
         raise BadInput("nothing to check: give PATHs, --staged (the git hook), --all or --base REF")
     mode = "staged" if staged else "all" if all_files else "paths"
-    root = Repo.locate(ctx.obj.get("repo") if ctx.obj else None).root
+    root = Repo.locate(ctx.obj.get("repo") if ctx.obj else None, config_symlink_ok=True).root
     report = run_check(root, CheckOptions(mode=mode, paths=paths, known=known, jobs=jobs, base=base))
 
     for note in report.notes:
