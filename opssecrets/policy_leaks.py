@@ -195,8 +195,10 @@ def _merge(policy: LeakPolicy | None, path: Path, raw: bytes | None = None) -> L
     coverage = _table(reader, data, "coverage")
     fingerprints = reader.strings(allow, "fingerprints", "fingerprints")
     for fingerprint in fingerprints:
-        if not re.fullmatch(r"sha256:[0-9a-f]{16}", fingerprint):
-            raise reader.fail(f"fingerprint {fingerprint!r} must look like sha256:<16 hex> as printed with a finding", fingerprint)
+        if not re.fullmatch(r"(?:hmac-sha256|sha256):[0-9a-f]{16}", fingerprint):
+            raise reader.fail(
+                f"fingerprint {fingerprint!r} must look like hmac-sha256:<16 hex> as printed with a finding", fingerprint
+            )
 
     base_generic = policy.generic if policy is not None else None
     generic = base_generic

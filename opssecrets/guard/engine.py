@@ -118,8 +118,11 @@ def _scan_lazy(root: Path, items: list[sources.Item], jobs: int | None, report: 
 def run_check(root: Path, options: CheckOptions) -> CheckReport:
     """Run the guard on ``root`` (the repository root) and return what it found."""
     global _SCAN_STATE
+    from opssecrets import git
+    from opssecrets.guard.findings import fingerprint_key
+
     policy = _leak_policy(root, options.base)
-    scanner = LeakScanner(policy)
+    scanner = LeakScanner(policy, fingerprint_key(git.state_dir(root)))
     report = CheckReport()
     staged = options.mode == "staged"
 
@@ -153,7 +156,6 @@ def run_check(root: Path, options: CheckOptions) -> CheckReport:
 
         base_config: SopsConfigView | None = None
         if options.base is not None:
-            from opssecrets import git
             from opssecrets.guard.policy_review import review_policies
             from opssecrets.guard.review import review_recipients
 
