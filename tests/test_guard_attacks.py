@@ -226,3 +226,17 @@ def test_a_removed_or_symlinked_policy_file_is_a_finding(repo: OpsRepo) -> None:
     push(repo)
     code, found = ci(repo)
     assert code == 1 and any(f["rule"] == "policy-changed" and "removed since main" in str(f["message"]) for f in found), found
+
+
+def test_a_kind_that_stops_verifying_is_named_on_its_own_line(repo: OpsRepo) -> None:
+    kinds = (
+        '[kinds.chat-token]\nkey_pattern = "chat_.*"\nverify = "none"\n\n'
+        '[kinds.slack-bot-token]\nkey_pattern = "slack_bot.*"\nverify = "{verify}"\n'
+    )
+    main_branch(repo, {"policies/kinds.toml": kinds.format(verify="slack-auth-test")})
+    repo.write("policies/kinds.toml", kinds.format(verify="none"))
+    push(repo)
+    code, found = ci(repo)
+    assert code == 1
+    assert [(f["line"], f["rule"]) for f in found] == [(7, "policy-changed")], found
+    assert "changes how slack-bot-token values are verified ('slack-auth-test' -> 'none')" in str(found[0]["message"])

@@ -155,11 +155,16 @@ def _describe(key: str, old: Any, new: Any) -> str:
 
 
 def _line_of(text: str, key: str) -> int | None:
+    """The line that sets ``key``: searched from its ``[table]`` header when it has one."""
     if key.startswith("rules."):
         pattern = re.compile(rf"^\s*id\s*=\s*[\"']{re.escape(key.removeprefix('rules.'))}[\"']", re.MULTILINE)
+        start = 0
     else:
-        pattern = re.compile(rf"^\s*[\"']?{re.escape(key.rsplit('.', 1)[-1])}[\"']?\s*=", re.MULTILINE)
-    match = pattern.search(text)
+        table, _, last = key.rpartition(".")
+        header = re.search(rf"^\s*\[\s*{re.escape(table)}\s*\]", text, re.MULTILINE) if table else None
+        start = header.end() if header is not None else 0
+        pattern = re.compile(rf"^\s*[\"']?{re.escape(last)}[\"']?\s*=", re.MULTILINE)
+    match = pattern.search(text, start)
     return None if match is None else text.count("\n", 0, match.start()) + 1
 
 
