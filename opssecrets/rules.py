@@ -19,7 +19,7 @@ from opssecrets.errors import BadInput
 # Every key type sops reads from a rule or a key group (``hckms`` and ``plugins`` in sops'
 # newer releases): a key of any of them reads the files, so the recipient review sees all.
 KEY_TYPES = ("age", "pgp", "kms", "gcp_kms", "azure_keyvault", "hc_vault_transit_uri", "hc_vault", "hckms", "plugins")
-MAX_MERGE_DEPTH = 16
+MAX_MERGED_GROUPS = 1_000
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,13 @@ def _collect_keys(value: Any, out: list[str], depth: int) -> None:
         out.append(str(value))
 
 
-def _group_from(data: Mapping[str, Any], depth: int = 0) -> KeyGroup:
+def _group_from(data: Mapping[str, Any], visits: list[int] | None = None, depth: int = 0) -> KeyGroup:
+    # visits: groups read so far through merge: (aliases can make a short file name a group
+    # billions of times, so the walk is bounded like a key list)
+    visits = visits if visits is not None else [0]
+    visits[0] += 1
+    if visits[0] > MAX_MERGED_GROUPS or depth > 64:
+        raise BadInput(f".sops.yaml: key group merges expand to more than {MAX_MERGED_GROUPS} groups (YAML aliases?); list the keys flat")
     age: list[str] = []
     other: list[tuple[str, str]] = []
     for key_type in KEY_TYPES:
@@ -135,11 +141,11 @@ def _group_from(data: Mapping[str, Any], depth: int = 0) -> KeyGroup:
         other.append(("aws_profile", str(profile)))  # the same ARN in another account is another key
     age.extend(split_key_list(data.get("age")))
     merged = data.get("merge")
-    if isinstance(merged, list) and depth < MAX_MERGE_DEPTH:
+    if isinstance(merged, list):
         # sops adds a key group's `merge:` groups' keys to the group itself
         for sub in merged:
             if isinstance(sub, Mapping):
-                group = _group_from(sub, depth + 1)
+                group = _group_from(sub, visits, depth + 1)
                 age.extend(group.age)
                 other.extend(group.other)
     return KeyGroup(age=tuple(age), other=tuple(other))

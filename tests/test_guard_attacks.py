@@ -240,3 +240,13 @@ def test_a_kind_that_stops_verifying_is_named_on_its_own_line(repo: OpsRepo) -> 
     assert code == 1
     assert [(f["line"], f["rule"]) for f in found] == [(7, "policy-changed")], found
     assert "changes how slack-bot-token values are verified ('slack-auth-test' -> 'none')" in str(found[0]["message"])
+
+
+def test_a_self_referencing_merge_is_refused_not_a_crash(repo: OpsRepo) -> None:
+    group = f"      - &g\n        age: {repo.operator.recipient}\n        merge: [*g, *g]\n"
+    repo.write(".sops.yaml", "creation_rules:\n  - path_regex: ^secrets/\n    key_groups:\n" + group)
+    result = repo.ops("check", "--json", ".sops.yaml")
+    assert result.code == 1, result
+    assert [f["rule"] for f in json.loads(result.out)["findings"]] == ["sops-config-invalid"]
+    result = repo.ops("recipients")
+    assert result.code == 2 and len(result.err.strip().splitlines()) == 1, result
