@@ -59,9 +59,14 @@ def policy_forgejo_url(root: Path | None) -> str | None:
 
 
 def check_url(url: str) -> str:
+    """The Forgejo base URL, if keys may be fetched from it: https (plain http only to this machine)."""
+    from opssecrets.verify.http import require_https
+
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise BadInput(f"{url!r} is not an http(s) URL; pass the Forgejo base URL, e.g. https://git.clarun.xyz")
+    # over plain http anyone on the way could hand back their own key to enrol
+    require_https(url, "the Forgejo URL")
     if parsed.username or parsed.password:
         raise BadInput("the Forgejo URL must not carry credentials; user keys are public")
     if parsed.query or parsed.fragment:
@@ -77,12 +82,16 @@ def keys_url(url: str, user: str) -> str:
 
 def fetch_keys(url: str, user: str, *, timeout: float = TIMEOUT) -> ForgejoKeys:
     """Fetch and sort ``{url}/{user}.keys``: ed25519 keys parsed, other key types named."""
+    from opssecrets.verify.http import open_no_redirect
+
     target = keys_url(url, user)
     request = urllib.request.Request(target, headers={"Accept": "text/plain", "User-Agent": "opssecrets"})  # noqa: S310 - http(s) only
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - scheme checked above
+        with open_no_redirect(request, timeout) as response:
             body = response.read(MAX_BYTES + 1)
     except urllib.error.HTTPError as exc:
+        if 300 <= exc.code < 400:
+            raise EnvironmentProblem(f"{target} answered with a redirect (HTTP {exc.code}); give the final https URL instead") from exc
         if exc.code == 404:
             raise BadInput(f"{target} says there is no user {user!r} (HTTP 404); check --forgejo-user and the URL") from exc
         raise EnvironmentProblem(f"{target} answered HTTP {exc.code}; try again later or pass the key with --ssh-key") from exc

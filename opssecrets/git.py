@@ -208,3 +208,20 @@ def show_file(root: Path, ref: str, rel: str) -> bytes | None:
     """``rel`` as committed at ``ref``, or None when it does not exist there."""
     proc = _git(["cat-file", "blob", f"{ref}:{rel}"], root)
     return proc.stdout if proc.returncode == 0 else None
+
+
+def files_at(root: Path, ref: str | None, folder: str) -> dict[str, tuple[str, str]]:
+    """Path -> (mode, blob sha) of the files directly in ``folder`` at commit ``ref`` (None: the index)."""
+    if ref is None:
+        proc = _git(["ls-files", "-s", "-z", "--", f"{folder}/"], root)
+    else:
+        proc = _git(["ls-tree", "-z", ref, "--", f"{folder}/"], root)
+    if proc.returncode != 0:
+        return {}
+    out: dict[str, tuple[str, str]] = {}
+    for entry in proc.stdout.decode("utf-8", "surrogateescape").split("\0"):
+        meta, _, path = entry.partition("\t")
+        fields = meta.split()  # ls-tree: mode type sha; ls-files -s: mode sha stage
+        if path and len(fields) >= 3 and path.count("/") == folder.count("/") + 1:
+            out[path] = (fields[0], fields[2] if ref is not None else fields[1])
+    return out

@@ -369,8 +369,10 @@ def record_data_key_rotations(root: Path, plan: Plan, when: datetime | None = No
 def recipient_names(config_path: Path) -> dict[str, str]:
     """age recipient -> short name (``admin_dan`` -> ``dan``) from ``.sops.yaml``'s anchors."""
     from opssecrets.errors import OpsError
+    from opssecrets.rules import refuse_symlink
     from opssecrets.sopsconfig import SopsConfig, short_name
 
+    refuse_symlink(config_path)  # refused, not read as "no names"
     try:
         config = SopsConfig.load(config_path)
     except (OpsError, OSError, ValueError):

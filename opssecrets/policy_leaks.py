@@ -108,11 +108,12 @@ class _Reader:
         return float(value)
 
 
-def _parse(path: Path) -> tuple[_Reader, dict[str, Any]]:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise BadInput(f"{path}: cannot read the leak policy ({exc.strerror}); fix its permissions") from exc
+def _parse(path: Path, raw: bytes | None = None) -> tuple[_Reader, dict[str, Any]]:
+    if raw is None:
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise BadInput(f"{path}: cannot read the leak policy ({exc.strerror}); fix its permissions") from exc
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -169,8 +170,8 @@ def _table(reader: _Reader, data: Mapping[str, Any], key: str) -> dict[str, Any]
     return value
 
 
-def _merge(policy: LeakPolicy | None, path: Path) -> LeakPolicy:
-    reader, data = _parse(path)
+def _merge(policy: LeakPolicy | None, path: Path, raw: bytes | None = None) -> LeakPolicy:
+    reader, data = _parse(path, raw)
     raw_rules = data.get("rules", [])
     if not isinstance(raw_rules, list):
         raise reader.fail("'rules' must be an array of tables ([[rules]])", "rules")
@@ -194,8 +195,10 @@ def _merge(policy: LeakPolicy | None, path: Path) -> LeakPolicy:
     coverage = _table(reader, data, "coverage")
     fingerprints = reader.strings(allow, "fingerprints", "fingerprints")
     for fingerprint in fingerprints:
-        if not re.fullmatch(r"sha256:[0-9a-f]{16}", fingerprint):
-            raise reader.fail(f"fingerprint {fingerprint!r} must look like sha256:<16 hex> as printed with a finding", fingerprint)
+        if not re.fullmatch(r"(?:hmac-sha256|sha256):[0-9a-f]{16}", fingerprint):
+            raise reader.fail(
+                f"fingerprint {fingerprint!r} must look like hmac-sha256:<16 hex> as printed with a finding", fingerprint
+            )
 
     base_generic = policy.generic if policy is not None else None
     generic = base_generic
@@ -255,4 +258,23 @@ def load_leak_policy(repo_root: Path | None = None, default_file: Path | None = 
         own = repo_policy_file(repo_root)
         if own.is_file() and own.resolve() != default.resolve():
             policy = _merge(policy, own)
+    return policy
+
+
+def load_leak_policy_at(repo_root: Path, ref: str, default_file: Path | None = None) -> LeakPolicy:
+    """The shipped policy plus the repository's ``policies/leaks.toml`` as committed at ``ref``.
+
+    ``check --base REF`` reviews a branch with this: the branch's own policy files are what
+    is under review, so they never decide what the review finds.
+    """
+    from opssecrets import git
+
+    default = default_file or default_policy_file()
+    policy = _merge(None, default)
+    own = repo_policy_file(repo_root)
+    if own.resolve() == default.resolve():
+        return policy  # the opssecrets checkout itself: its policies/ is the shipped folder
+    committed = git.show_file(repo_root, ref, f"policies/{LEAKS_FILE}")
+    if committed is not None:
+        policy = _merge(policy, Path(f"{ref}:policies/{LEAKS_FILE}"), committed)
     return policy

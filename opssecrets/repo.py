@@ -21,12 +21,22 @@ class Repo:
     root: Path
 
     @classmethod
-    def locate(cls, explicit: Path | None) -> Repo:
-        return cls(git.find_repo_root(explicit))
+    def locate(cls, explicit: Path | None, *, config_symlink_ok: bool = False) -> Repo:
+        """The repository at ``explicit`` or around the current folder.
+
+        A symlinked ``.sops.yaml`` is refused here (BadInput) for every command but the guard,
+        which reports it as a finding instead."""
+        repo = cls(git.find_repo_root(explicit))
+        if not config_symlink_ok:
+            _ = repo.config_path
+        return repo
 
     @property
     def config_path(self) -> Path:
-        return self.root / CONFIG_NAME
+        """``.sops.yaml``; a symlink there is refused (BadInput), never followed."""
+        from opssecrets.rules import refuse_symlink
+
+        return refuse_symlink(self.root / CONFIG_NAME)
 
     def require_config(self) -> Path:
         if not self.config_path.is_file():

@@ -180,21 +180,35 @@ class VerifyOptions:
     slack_api_url: str | None = None
     homeserver: str | None = None
     timeout: float = 15.0
+    # told "sending KIND to https://host" before the value leaves (the command prints it)
+    announce: Callable[[str], None] | None = None
+
+
+def _announce(options: VerifyOptions, kind: SecretKind, url: str, what: str) -> None:
+    from opssecrets.verify.http import origin, require_https
+
+    require_https(url, what)
+    if options.announce is not None:
+        options.announce(f"sending the {kind.name} value to {origin(url)} to verify it")
 
 
 def run_verifier(kind: SecretKind, value: str, options: VerifyOptions) -> VerifyResult:
-    """Ask the service about ``value``; raises ``Rejected`` or ``Unreachable``."""
+    """Ask the service about ``value``; raises ``Rejected`` or ``Unreachable``, and BadInput
+    (before connecting) for a URL that is not https (plain http only to this machine)."""
     if kind.verify in ("slack-auth-test", "slack-apps-connections-open"):
         from opssecrets.verify.slack import SlackClient
 
         client = SlackClient(options.slack_api_url, options.timeout)
+        _announce(options, kind, client.base_url, "the Slack API URL")
         if kind.verify == "slack-auth-test":
             return client.auth_test(value, kind.expected_team)
         return client.apps_connections_open(value)
     if kind.verify == "matrix-registration-token":
         from opssecrets.verify.matrix import MatrixClient, homeserver_url
 
-        return MatrixClient(homeserver_url(options.homeserver, kind.homeserver), options.timeout).registration_token_valid(value)
+        url = homeserver_url(options.homeserver, kind.homeserver)
+        _announce(options, kind, url, "the homeserver")
+        return MatrixClient(url, options.timeout).registration_token_valid(value)
     raise BadInput(f'kind {kind.name} has no verification in the policy (verify = "none")')
 
 

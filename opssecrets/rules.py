@@ -7,6 +7,7 @@ enough and fast, so the guard can use it without ruamel.yaml). Editing lives in
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,7 +16,10 @@ from typing import Any
 
 from opssecrets.errors import BadInput
 
-KEY_TYPES = ("age", "pgp", "kms", "gcp_kms", "azure_keyvault", "hc_vault_transit_uri", "hc_vault")
+# Every key type sops reads from a rule or a key group (``hckms`` and ``plugins`` in sops'
+# newer releases): a key of any of them reads the files, so the recipient review sees all.
+KEY_TYPES = ("age", "pgp", "kms", "gcp_kms", "azure_keyvault", "hc_vault_transit_uri", "hc_vault", "hckms", "plugins")
+MAX_MERGED_GROUPS = 1_000
 
 
 @dataclass(frozen=True)
@@ -109,14 +113,21 @@ def _collect_keys(value: Any, out: list[str], depth: int) -> None:
         out.append(str(value))
 
 
-def _group_from(data: Mapping[str, Any]) -> KeyGroup:
+def _group_from(data: Mapping[str, Any], visits: list[int] | None = None, depth: int = 0) -> KeyGroup:
+    # visits: groups read so far through merge: (aliases can make a short file name a group
+    # billions of times, so the walk is bounded like a key list)
+    visits = visits if visits is not None else [0]
+    visits[0] += 1
+    if visits[0] > MAX_MERGED_GROUPS or depth > 64:
+        raise BadInput(f".sops.yaml: key group merges expand to more than {MAX_MERGED_GROUPS} groups (YAML aliases?); list the keys flat")
+    age: list[str] = []
     other: list[tuple[str, str]] = []
     for key_type in KEY_TYPES:
         if key_type == "age":
             continue
         raw = data.get(key_type)
         if isinstance(raw, list) and raw and isinstance(raw[0], Mapping):
-            # key_groups entries such as kms: [{arn: ...}] or hc_vault: [{...}]
+            # key_groups entries such as kms: [{arn: ...}] or azure_keyvault: [{vaultUrl: ...}]
             for entry in raw:
                 if isinstance(entry, Mapping):
                     fields = sorted((str(k), v) for k, v in entry.items())
@@ -125,7 +136,19 @@ def _group_from(data: Mapping[str, Any]) -> KeyGroup:
                     other.extend((key_type, ident) for ident in split_key_list(entry))
         else:
             other.extend((key_type, ident) for ident in split_key_list(raw))
-    return KeyGroup(age=split_key_list(data.get("age")), other=tuple(other))
+    profile = data.get("aws_profile")
+    if profile and any(kind == "kms" for kind, _ in other):
+        other.append(("aws_profile", str(profile)))  # the same ARN in another account is another key
+    age.extend(split_key_list(data.get("age")))
+    merged = data.get("merge")
+    if isinstance(merged, list):
+        # sops adds a key group's `merge:` groups' keys to the group itself
+        for sub in merged:
+            if isinstance(sub, Mapping):
+                group = _group_from(sub, visits, depth + 1)
+                age.extend(group.age)
+                other.extend(group.other)
+    return KeyGroup(age=tuple(age), other=tuple(other))
 
 
 POLICY_KEYS = (
@@ -177,10 +200,28 @@ def rules_from_data(data: Any, source: str = ".sops.yaml") -> list[CreationRule]
     return rules
 
 
+def refuse_symlink(config_path: Path) -> Path:
+    """``config_path``, unless it is a symlink: then BadInput (exit 2), before anything reads it.
+
+    sops follows a symlinked ``.sops.yaml``, so a branch that turns it into a link can hand
+    the next ``reencrypt`` a file nobody reviewed as the config. opssecrets never follows it."""
+    if config_path.is_symlink():
+        try:
+            target = f" (to {os.readlink(config_path)})"
+        except OSError:
+            target = ""
+        raise BadInput(
+            f"{config_path} is a symlink{target}; opssecrets does not follow a symlinked {config_path.name}: "
+            "replace the link with the file itself (and review what it says)"
+        )
+    return config_path
+
+
 def load_rules_fast(config_path: Path) -> list[CreationRule]:
     """Read the creation rules with PyYAML (C loader when present): fast, read-only."""
     import yaml
 
+    refuse_symlink(config_path)
     from opssecrets.yamllimits import too_deep
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from opssecrets.errors import BadInput
 from opssecrets.keys import is_age_recipient, plugin_of_recipient
-from opssecrets.rules import CreationRule, rules_from_data
+from opssecrets.rules import CreationRule, refuse_symlink, rules_from_data
 from opssecrets.yamltree import Node, parse
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -133,6 +133,7 @@ class SopsConfig:
     # ---------------------------------------------------------------- reading
     @classmethod
     def load(cls, path: Path) -> SopsConfig:
+        refuse_symlink(path)
         try:
             text = path.read_bytes().decode("utf-8")
         except FileNotFoundError as exc:

@@ -79,11 +79,19 @@ def test_removed_and_revoked_recipients_are_notes(repo: OpsRepo) -> None:
     assert "recipient removed since HEAD: alice" in result.err and "rotate" in result.err
 
 
-def test_policy_can_turn_the_review_off(repo: OpsRepo) -> None:
+def test_only_the_base_policy_can_turn_the_review_off(repo: OpsRepo) -> None:
     committed(repo)
-    repo.write("policies/leaks.toml", "[review]\nrecipients = false\n")
     bob = AgeKey.new()
     assert repo.ops("add-engineer", "bob", "--age-key", bob.recipient, "--admin").code == 0
+    # the change under review cannot switch its own review off: the policy comes from the base
+    repo.write("policies/leaks.toml", "[review]\nrecipients = false\n")
+    result = repo.ops("check", "--base", "HEAD")
+    assert result.code == 1, result
+    assert "recipient-added: bob" in result.out
+    assert "policies/leaks.toml:2: policy-changed: turns off the recipient review" in result.out
+    # once that policy is reviewed and committed, it applies to the next change
+    repo.git("add", "policies/leaks.toml")
+    repo.git("commit", "-qm", "review off, reviewed")
     result = repo.ops("check", "--base", "HEAD")
     assert result.code == 0, result
     assert "opssecrets: note: bob" in result.err and "new recipient since HEAD" in result.err
@@ -113,8 +121,11 @@ def test_bad_refs_and_bad_policy_are_one_line_errors(repo: OpsRepo) -> None:
         assert result.code == 2, result
         assert fragment in result.err and len(result.err.strip().splitlines()) == 1
     repo.write("policies/leaks.toml", '[review]\nrecipients = "yes"\n')
-    result = repo.ops("check", "--base", "HEAD")
+    result = repo.ops("check", ".sops.yaml")
     assert result.code == 2 and "recipients must be true or false" in result.err, result
+    # with --base the branch's policy is not loaded: its change is a finding instead
+    result = repo.ops("check", "--base", "HEAD")
+    assert result.code == 1 and "policy-changed: changes review.recipients" in result.out, result
     (repo.root / "policies" / "leaks.toml").unlink()
     (repo.root / "policies").rmdir()
     assert repo.snapshot() == before

@@ -172,7 +172,9 @@ def test_value_slack_rejects_shows_slacks_error(platform: Platform, slack: FakeS
     r = platform.repo.ops("rotate", "slack-bot-token", "--stdin", stdin=rejected)
     assert r.code == 2, r
     assert "invalid_auth" in r.err and "not written" in r.err
-    assert len(r.err.strip().splitlines()) == 1
+    # where the value went (printed before the request), then one error line
+    lines = r.err.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("opssecrets: sending the slack-bot-token value to http://127.0.0.1:")
     assert platform.repo.snapshot() == before
     assert_secret_never_shown(rejected, r.out, r.err)
 

@@ -8,6 +8,7 @@ import pytest
 from conftest import OpsRepo
 from rotation_support import FakeService, Platform, bot_token, closed_port_url, fake_server, make_platform
 
+from opssecrets.errors import BadInput
 from opssecrets.verify.http import Rejected, Unreachable
 from opssecrets.verify.matrix import MatrixClient
 from opssecrets.verify.slack import SlackClient, slack_api_url
@@ -134,7 +135,7 @@ def test_non_json_reply_is_unreachable_not_a_crash(service: FakeService) -> None
     with pytest.raises(Unreachable) as caught:
         MatrixClient(service.url + "/nowhere").registration_token_valid("abcdefghijklmnop")
     assert "HTTP 404" in caught.value.message
-    with pytest.raises(Unreachable):
+    with pytest.raises(BadInput, match="is not https"):  # refused before connecting: exit 2
         SlackClient("ftp://example.invalid").auth_test("x")
 
 

@@ -19,7 +19,10 @@ from opssecrets.errors import EXIT_FINDINGS, EXIT_OK, BadInput
     "--base",
     metavar="REF",
     default=None,
-    help="Also list recipients added/removed in .sops.yaml since REF; added ones are findings when the policy's [review] says so.",
+    help=(
+        "Also review changes since REF: recipients (any key type) added to .sops.yaml, and changes to policies/*.toml, "
+        "are findings; the leak policy used is the one committed at REF."
+    ),
 )
 @click.argument("paths", nargs=-1, type=click.Path(path_type=str))
 @click.pass_context
@@ -37,7 +40,8 @@ def check(
 
     With PATHs (what pre-commit passes) checks those files; --staged checks the index;
     --all checks every tracked file; --base REF (alone or with those) reviews who gained
-    access in .sops.yaml since REF. Exit 0 clean, 1 findings, 2 bad usage, 3 environment.
+    access in .sops.yaml and what policies/*.toml loosen since REF, with REF's policy.
+    Exit 0 clean, 1 findings, 2 bad usage, 3 environment.
     """
     from opssecrets.guard.engine import CheckOptions, run_check
     from opssecrets.repo import Repo
@@ -49,7 +53,7 @@ def check(
     if not (staged or all_files or paths or base):
         raise BadInput("nothing to check: give PATHs, --staged (the git hook), --all or --base REF")
     mode = "staged" if staged else "all" if all_files else "paths"
-    root = Repo.locate(ctx.obj.get("repo") if ctx.obj else None).root
+    root = Repo.locate(ctx.obj.get("repo") if ctx.obj else None, config_symlink_ok=True).root
     report = run_check(root, CheckOptions(mode=mode, paths=paths, known=known, jobs=jobs, base=base))
 
     for note in report.notes:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from opssecrets.forgejo import FORGEJO_URL_VAR, choose_forgejo_key, policy_forgejo_url, resolve_forgejo_url
+from opssecrets.forgejo import FORGEJO_URL_VAR, choose_forgejo_key, keys_url, policy_forgejo_url, resolve_forgejo_url
 from opssecrets.keys import SshPublicKey
 
 
@@ -29,6 +29,7 @@ def key_from_forgejo(url_option: str | None, user: str, *, yes: bool, root: Path
     The URL: ``url_option``, else ``$OPSSECRETS_FORGEJO_URL``, else the policy of the repository at ``root``.
     """
     url = resolve_forgejo_url(url_option, None if url_option or os.environ.get(FORGEJO_URL_VAR) else policy_forgejo_url(root))
+    click.echo(f"Fetching {user}'s SSH keys from {keys_url(url, user)}", err=True)
     key = choose_forgejo_key(url, user, yes=yes, prompt=click_prompt)
     click.echo(f"Using {user}'s key {key.fingerprint} from {url}.", err=True)
     return key

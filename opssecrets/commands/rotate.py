@@ -37,8 +37,12 @@ def _repo(ctx: click.Context) -> Repo:
     return Repo.locate(explicit)
 
 
+def _announce(message: str) -> None:
+    click.echo(f"opssecrets: {message}", err=True)
+
+
 def _verify_options(slack_api_url: str | None, homeserver: str | None) -> VerifyOptions:
-    return VerifyOptions(slack_api_url=slack_api_url, homeserver=homeserver)
+    return VerifyOptions(slack_api_url=slack_api_url, homeserver=homeserver, announce=_announce)
 
 
 slack_api_option = click.option(

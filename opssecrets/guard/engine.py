@@ -9,6 +9,7 @@ compiled rules and any known values are inherited, never written anywhere).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -18,13 +19,17 @@ from typing import TYPE_CHECKING
 from opssecrets.guard import sources
 from opssecrets.guard.findings import Finding
 from opssecrets.guard.scanner import LeakScanner, is_binary
-from opssecrets.guard.sopsfiles import CONFIG_NAME, check_covered_file, covering_rule, load_config
-from opssecrets.policy_leaks import load_leak_policy
+from opssecrets.guard.sopsfiles import CONFIG_NAME, SopsConfigView, check_covered_file, covering_rule, load_config
+from opssecrets.policy_leaks import LeakPolicy, load_leak_policy
 
 if TYPE_CHECKING:
     from opssecrets.guard.known import KnownValue
 
 MODES = ("paths", "staged", "all")
+RULE_CONFIG_SYMLINK = "sops-config-symlink"
+RULE_FILE_SYMLINK = "sops-file-symlink"
+# reported even on a path the policy allowlists: they are about who reads what, and the policy itself
+_NEVER_ALLOWLISTED = frozenset({RULE_CONFIG_SYMLINK, "policy-changed", "recipient-added", "recipient-granted"})
 PARALLEL_MIN_BYTES = 24 << 20  # below this a process pool costs more than it saves
 CHUNK_BYTES = 4 << 20
 
@@ -113,9 +118,13 @@ def _scan_lazy(root: Path, items: list[sources.Item], jobs: int | None, report: 
 def run_check(root: Path, options: CheckOptions) -> CheckReport:
     """Run the guard on ``root`` (the repository root) and return what it found."""
     global _SCAN_STATE
-    policy = load_leak_policy(root)
-    scanner = LeakScanner(policy)
+    from opssecrets import git
+    from opssecrets.guard.findings import fingerprint_key
+
+    policy = _leak_policy(root, options.base)
+    scanner = LeakScanner(policy, fingerprint_key(git.state_dir(root)))
     report = CheckReport()
+    staged = options.mode == "staged"
 
     if options.mode == "staged":
         items = sources.from_index(root, list(options.paths))
@@ -142,14 +151,21 @@ def run_check(root: Path, options: CheckOptions) -> CheckReport:
         config = load_config(config_data)
         if config.problem is not None:
             report.findings.append(config.problem)
+        if _is_symlink(root, CONFIG_NAME, staged):
+            report.findings.append(_config_symlink_finding(root, staged))
 
+        base_config: SopsConfigView | None = None
         if options.base is not None:
+            from opssecrets.guard.policy_review import review_policies
             from opssecrets.guard.review import review_recipients
 
             review_findings, review_notes = review_recipients(root, options.base, config_data, policy.review_recipients)
             report.findings.extend(review_findings)
             report.notes.extend(review_notes)
+            report.findings.extend(review_policies(root, options.base, staged=staged))
+            base_config = load_config(git.show_file(root, options.base, CONFIG_NAME))
 
+        report.findings.extend(_secret_file_symlinks(root, items, staged, policy, [config, base_config]))
         readable = [item for item in items if item.note is None]
         report.notes.extend(f"{item.rel}: {item.note}" for item in items if item.note is not None)
         report.checked = len(readable)
@@ -190,13 +206,71 @@ def run_check(root: Path, options: CheckOptions) -> CheckReport:
             {
                 f
                 for f in report.findings
-                if (f.path == CONFIG_NAME and f.rule.startswith("sops-config")) or not scanner.path_allowed(f.path)
+                if f.rule in _NEVER_ALLOWLISTED
+                or (f.path == CONFIG_NAME and f.rule.startswith("sops-config"))
+                or not scanner.path_allowed(f.path)
             },
             key=lambda f: (f.path, f.line or 0, f.rule, f.message),
         )
     finally:
         _SCAN_STATE = None
     return report
+
+
+def _leak_policy(root: Path, base: str | None) -> LeakPolicy:
+    """The leak policy: with ``--base REF`` as committed at REF, so a branch never reviews itself."""
+    if base is None:
+        return load_leak_policy(root)
+    from opssecrets.guard.review import check_ref
+    from opssecrets.policy_leaks import load_leak_policy_at
+
+    check_ref(root, base)
+    return load_leak_policy_at(root, base)
+
+
+def _is_symlink(root: Path, rel: str, staged: bool) -> bool:
+    if staged:
+        from opssecrets import git
+
+        entry = git.index_entry(root, rel)
+        return entry is not None and entry[0] == sources.SYMLINK_MODE
+    return os.path.islink(root / rel)
+
+
+def _config_symlink_finding(root: Path, staged: bool) -> Finding:
+    target = ""
+    if not staged:
+        with contextlib.suppress(OSError):
+            target = f" (to {os.readlink(root / CONFIG_NAME)})"
+    return Finding(
+        CONFIG_NAME,
+        None,
+        RULE_CONFIG_SYMLINK,
+        f"is a symlink{target}: sops would follow it to a file that is not reviewed as {CONFIG_NAME}, "
+        "and opssecrets refuses to; replace the link with the file itself",
+    )
+
+
+def _secret_file_symlinks(
+    root: Path, items: list[sources.Item], staged: bool, policy: LeakPolicy, configs: list[SopsConfigView | None]
+) -> list[Finding]:
+    """A finding for each symlink at a path a ``.sops.yaml`` rule (now or at the base) covers."""
+    out: list[Finding] = []
+    for item in items:
+        if item.note is None or item.rel == CONFIG_NAME or not _is_symlink(root, item.rel, staged):
+            continue
+        skip = (policy.coverage_skip_suffixes, policy.coverage_skip_paths)
+        if any(view is not None and covering_rule(view, item.rel, *skip) is not None for view in configs):
+            out.append(
+                Finding(
+                    item.rel,
+                    None,
+                    RULE_FILE_SYMLINK,
+                    "a secret file that is a symlink: sops and sops-nix would follow it to a file this check "
+                    "does not see; commit the encrypted file itself",
+                )
+            )
+    return out
 
 
 def _nix_files_with_default(root: Path, read: sources.Reader, cached: bool) -> dict[str, bytes]:

@@ -1,7 +1,9 @@
 """Who gained or lost access in ``.sops.yaml`` since a base commit (``check --base REF``).
 
-A pull request that adds an age recipient to ``.sops.yaml`` gives someone the next version
-of every secret its rules cover, without touching a secret file. CI runs
+A pull request that adds a recipient to ``.sops.yaml`` gives someone the next version of
+every secret its rules cover, without touching a secret file. Every key type sops reads is
+a recipient here (age, pgp, kms, gcp_kms, azure_keyvault, hc_vault, ...), in a rule's own
+lists and in its key groups, so a PGP fingerprint or a KMS ARN is reviewed like an age key. CI runs
 ``opssecrets check --all --base origin/main``: recipients added (keys the base file did not
 have) and existing recipients given more rules are findings when the leak policy's
 ``[review] recipients`` setting is on, so the pull request fails until someone approves it.
@@ -16,6 +18,7 @@ from pathlib import Path
 from opssecrets import git
 from opssecrets.errors import BadInput, OpsError
 from opssecrets.guard.findings import Finding
+from opssecrets.rules import CreationRule
 from opssecrets.sopsconfig import SopsConfig, short_name
 
 CONFIG_NAME = ".sops.yaml"
@@ -34,24 +37,43 @@ class RecipientChange:
     rules: tuple[str, ...] = ()
 
 
+def _key_id(key_type: str, ident: str) -> str:
+    """One key as a string: an age recipient as is, any other type as ``type:identifier``."""
+    return ident if key_type == "age" else f"{key_type}:{ident}"
+
+
+def _ident(key: str) -> str:
+    return key if key.startswith("age1") else key.split(":", 1)[1]
+
+
+def _rule_keys(rule: CreationRule) -> set[str]:
+    keys = set(rule.age_recipients)
+    keys.update(_key_id(key_type, ident) for group in rule.groups for key_type, ident in group.other)
+    return keys
+
+
 def _label(config: SopsConfig, key: str) -> str:
-    name = config.name_for_key(key)
-    return f"{short_name(name)} ({key[:12]}…)" if name is not None else f"{key[:12]}…"
+    ident = _ident(key)
+    name = config.name_for_key(ident)
+    prefix = "" if key.startswith("age1") else f"{key.split(':', 1)[0]} key "
+    shown = ident if len(ident) <= 60 and not key.startswith("age1") else f"{ident[:12]}…"
+    return f"{prefix}{short_name(name)} ({shown})" if name is not None else f"{prefix}{shown}"
 
 
 def _readers(config: SopsConfig) -> dict[str, set[str]]:
-    """Rule label -> the age keys that read it (rules told apart by regex and position)."""
+    """Rule label -> the keys (of every type) that read it (rules told apart by regex and position)."""
     out: dict[str, set[str]] = {}
     for rule in config.rules:
         label = rule.label
         if label in out:
             label = f"{label} #{rule.index + 1}"
-        out[label] = set(rule.age_recipients)
+        out[label] = _rule_keys(rule)
     return out
 
 
 def _all_keys(config: SopsConfig) -> set[str]:
-    return {r.key for r in config.recipients} | {k for rule in config.rules for k in rule.age_recipients}
+    defined = {r.key for r in config.recipients if r.key.startswith("age1")}
+    return defined | {k for rule in config.rules for k in _rule_keys(rule)}
 
 
 def recipient_changes(before: SopsConfig | None, after: SopsConfig) -> list[RecipientChange]:
@@ -79,16 +101,24 @@ def recipient_changes(before: SopsConfig | None, after: SopsConfig) -> list[Reci
 
 
 def _line_of(text: str, key: str) -> int | None:
-    at = text.find(key)
+    ident = _ident(key)
+    # a key-group mapping (arn=...,role=...) is found by its longest field value
+    needle = max((part.split("=", 1)[-1] for part in ident.split(",")), key=len) if "=" in ident else ident
+    at = text.find(needle)
     return None if at < 0 else text.count("\n", 0, at) + 1
 
 
-def read_base(root: Path, ref: str) -> bytes | None:
-    """``.sops.yaml`` as committed at ``ref`` (None: the file did not exist there)."""
+def check_ref(root: Path, ref: str) -> None:
+    """BadInput unless ``ref`` names a commit here."""
     if not ref or ref.startswith("-"):
         raise BadInput(f"--base {ref!r}: give a commit, branch or tag (e.g. origin/main)")
     if not git.is_commit(root, ref):
         raise BadInput(f"--base {ref}: no such commit in {root}; fetch it first (git fetch origin) or check the name")
+
+
+def read_base(root: Path, ref: str) -> bytes | None:
+    """``.sops.yaml`` as committed at ``ref`` (None: the file did not exist there)."""
+    check_ref(root, ref)
     return git.show_file(root, ref, CONFIG_NAME)
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from opssecrets.guard import validators
-from opssecrets.guard.findings import Finding, fingerprint, redact
+from opssecrets.guard.findings import Finding, allowlisted, fingerprint_note, redact
 from opssecrets.policy_leaks import GenericRule, LeakPolicy, LeakRule
 
 ALLOW_MARKER = b"opssecrets: allow"
@@ -115,8 +115,9 @@ class LeakScanner:
     are; only those rules' own regexes then run, on the original bytes.
     """
 
-    def __init__(self, policy: LeakPolicy) -> None:
+    def __init__(self, policy: LeakPolicy, fingerprint_key: bytes | None = None) -> None:
         self.policy = policy
+        self._fingerprint_key = fingerprint_key  # None: findings carry no fingerprint
         self._rules = [_CompiledRule(rule) for rule in policy.rules]
         self._generic: GenericRule | None = policy.generic
         self._placeholders = policy.placeholders
@@ -283,8 +284,7 @@ class LeakScanner:
                 line_allowed = ALLOW_MARKER in data[line_start:line_end]
             if line_allowed:
                 continue
-            print_fingerprint = fingerprint(hit.secret)
-            if print_fingerprint in allowed:
+            if allowlisted(hit.secret, allowed, self._fingerprint_key):
                 continue
-            findings.append(Finding(rel, line, hit.rule, f"{hit.message} (fingerprint {print_fingerprint})"))
+            findings.append(Finding(rel, line, hit.rule, hit.message + fingerprint_note(hit.secret, self._fingerprint_key)))
         return findings

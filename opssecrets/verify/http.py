@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from opssecrets.errors import BadInput
 
 DEFAULT_TIMEOUT = 15.0
 
@@ -22,6 +26,11 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 _OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+def open_no_redirect(request: urllib.request.Request, timeout: float) -> Any:
+    """``urlopen`` that never follows a redirect (it could lead off https, or to another host)."""
+    return _OPENER.open(request, timeout=timeout)
 
 
 class VerifyError(Exception):
@@ -51,6 +60,39 @@ class VerifyResult:
     facts: Mapping[str, str] = field(default_factory=dict)
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def require_https(url: str, what: str) -> str:
+    """``url`` if a value may be sent there: https, or plain http to this machine (a test stand-in).
+
+    Anything else is BadInput (exit 2) before any connection: over plain http the value (a
+    token in a query string, an enrolment answer) is readable and changeable on the way."""
+    parsed = urllib.parse.urlsplit(url)
+    host = parsed.hostname or ""
+    if parsed.scheme == "https" and host:
+        return url
+    if parsed.scheme == "http" and is_loopback(host):
+        return url
+    shown = f"{parsed.scheme}://{host}" if parsed.scheme and host else repr(url[:60])
+    raise BadInput(
+        f"{what} {shown} is not https: opssecrets sends values and enrolment requests only over https "
+        "(plain http only to 127.0.0.1/localhost); use the https:// URL"
+    )
+
+
+def origin(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``: what is printed before a request (never the path or query)."""
+    parsed = urllib.parse.urlsplit(url)
+    return f"{parsed.scheme}://{parsed.netloc.rpartition('@')[2]}"
+
+
 def scrub(text: str, secret: str, limit: int = 200) -> str:
     """Text from a reply made safe to show: the secret removed, control characters gone, short."""
     if secret:
@@ -76,8 +118,7 @@ def request_json(
     ``accept_status`` or a reply that is not JSON. Messages never hold ``secret`` or ``url``
     (a URL may carry it in the query).
     """
-    if not url.startswith(("http://", "https://")):
-        raise Unreachable(f"{service}: the URL must start with https:// (or http:// for a local stand-in)")
+    require_https(url, service)
     request = urllib.request.Request(url, data=body, method=method, headers=dict(headers or {}))  # noqa: S310 - scheme checked
     try:
         with _OPENER.open(request, timeout=timeout) as response:
