@@ -186,6 +186,10 @@ def run_check(root: Path, options: CheckOptions) -> CheckReport:
                     nix_default_known = True
                 report.findings.extend(check_nix_file(item.rel, data, read, nix_default))
 
+        from opssecrets.guard.hosts import host_findings
+
+        report.findings.extend(host_findings(root, read, config_data, [item.rel for item in readable], options.mode))
+
         report.findings = sorted(
             {
                 f
