@@ -185,6 +185,7 @@ def run_check(root: Path, options: CheckOptions) -> CheckReport:
                     nix_default = default_from_files(_nix_files_with_default(root, read, options.mode == "staged"))
                     nix_default_known = True
                 report.findings.extend(check_nix_file(item.rel, data, read, nix_default))
+                report.notes.extend(_restart_notes(root, item.rel, data))
 
         from opssecrets.guard.hosts import host_findings
 
@@ -213,3 +214,16 @@ def _nix_files_with_default(root: Path, read: sources.Reader, cached: bool) -> d
         if data is not None:
             out[rel] = data
     return out
+
+
+def _restart_notes(root: Path, rel: str, data: bytes) -> list[str]:
+    """Token secrets declared without restartUnits (a note, not a finding: sops-nix#220)."""
+    from opssecrets.errors import OpsError
+    from opssecrets.policy import load_policy
+    from opssecrets.restarts import missing_restart_notes
+
+    try:
+        policy = load_policy(root)
+    except OpsError:
+        return []  # a broken repository policy is reported by the commands that need it
+    return missing_restart_notes(rel, data.decode("utf-8", "replace"), policy)

@@ -151,7 +151,7 @@ class NixSopsDecls:
     default_file: tuple[str, int] | None = None
 
 
-_OPTIONS = ("sopsFile", "key", "format")
+_OPTIONS = ("sopsFile", "key", "format", "restartUnits", "reloadUnits")
 
 
 def _secret_from_value(text: str, masked: str, secret: _Secret, value_start: int, value_end: int) -> None:
