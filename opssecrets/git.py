@@ -208,3 +208,14 @@ def show_file(root: Path, ref: str, rel: str) -> bytes | None:
     """``rel`` as committed at ``ref``, or None when it does not exist there."""
     proc = _git(["cat-file", "blob", f"{ref}:{rel}"], root)
     return proc.stdout if proc.returncode == 0 else None
+
+
+def changed_files(root: Path, ref: str, pathspecs: list[str]) -> list[str]:
+    """Files that differ between ``ref`` and the working tree, plus untracked ones (for ``diff``)."""
+    specs = ["--", *pathspecs] if pathspecs else []
+    diff = _git(["-c", "core.quotepath=off", "diff", "--name-only", "-z", "--no-renames", "--no-ext-diff", ref, *specs], root)
+    if diff.returncode != 0:
+        raise BadInput(f"git diff {ref} failed: {diff.stderr.decode('utf-8', 'replace').strip()[:200]}")
+    untracked = _git(["-c", "core.quotepath=off", "ls-files", "-z", "--others", "--exclude-standard", *specs], root)
+    names = diff.stdout.decode("utf-8", "surrogateescape").split("\0") + untracked.stdout.decode("utf-8", "surrogateescape").split("\0")
+    return sorted({name for name in names if name})
