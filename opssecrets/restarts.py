@@ -100,7 +100,7 @@ def declarations_of(declared: Iterable[SecretDeclaration], key: str, sops_file: 
     return [d for d in declared if d.key == key and d.sops_file in (None, sops_file)]
 
 
-def restart_steps(found: list[SecretDeclaration], key: str, services: tuple[str, ...]) -> tuple[list[str], str | None]:
+def restart_steps(found: list[SecretDeclaration], services: tuple[str, ...]) -> tuple[list[str], str | None]:
     """(next steps naming what restarts on deploy, a warning when nothing does)."""
     steps: list[str] = []
     for decl in found:

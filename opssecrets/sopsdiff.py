@@ -53,9 +53,8 @@ def read_side(rel: str, data: bytes | None) -> SopsSide | None:
         return None
     except Exception:  # any parser's error: not a file sops wrote
         return None
-    fmt = file_format(rel)
-    leaves = {"data": None} if fmt == "binary" else dict(iter_leaves(tree))
-    return SopsSide(leaves, metadata, data, fmt)
+    # a binary file is stored as {"data": ENC[...]}: its one key is "data", like sops-nix's
+    return SopsSide(dict(iter_leaves(tree)), metadata, data, file_format(rel))
 
 
 Decrypt = Callable[[SopsSide], "dict[str, Any] | str"]

@@ -112,3 +112,15 @@ def test_git_diff_with_the_textconv_driver_shows_keys_never_values(repo: OpsRepo
     repo.git("commit", "-qm", "rotate")
     log = subprocess.run(["git", "log", "-p", "--no-color", "-1", "--", SECRETS], cwd=repo.root, capture_output=True, text=True, check=True)
     assert "+  added: hmac:" in log.stdout and new["added"] not in log.stdout
+
+
+def test_diff_of_a_binary_sops_file(repo: OpsRepo) -> None:
+    committed_platform(repo)
+    repo.encrypt("secrets/runner.token", tok.rand(40))
+    repo.git("add", "-A")
+    repo.git("commit", "-qm", "runner token")
+    repo.encrypt("secrets/runner.token", tok.rand(40))
+    r = repo.ops("diff", "--json", "secrets/runner.token")
+    assert r.code == 0, r
+    (entry,) = json.loads(r.out)["files"]
+    assert (entry["path"], entry["keys_changed"], entry["keys_added"]) == ("secrets/runner.token", ["data"], [])

@@ -161,7 +161,7 @@ def rotate(
     from opssecrets.restarts import declarations_of, repository_declarations, restart_steps
 
     units, nothing_restarts = restart_steps(
-        declarations_of(repository_declarations(repo.root), target.key, target.relpath), target.key, target.kind.services
+        declarations_of(repository_declarations(repo.root), target.key, target.relpath), target.kind.services
     )
     steps = list(outcome.steps)
     steps[min(1, len(steps)) : min(1, len(steps))] = units  # right after "Deploy the new secret"

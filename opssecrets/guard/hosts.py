@@ -308,6 +308,10 @@ def host_findings(root: Path, read: Reader, config_data: bytes | None, checked: 
     the sops file, or any ``.nix`` file of that host's configuration."""
     if config_data is None:
         return []
+    wanted = set(checked)
+    everything = mode == "all" or ".sops.yaml" in wanted
+    if not everything and not any(rel.endswith(".nix") for rel in wanted) and not _any_covered(config_data, wanted):
+        return []  # a commit of other files changes no host's access: skip the work
     from opssecrets import git
 
     listed = git.tracked_files(root) if mode == "staged" else (git.listed_files(root) or [])
@@ -318,11 +322,20 @@ def host_findings(root: Path, read: Reader, config_data: bytes | None, checked: 
         config_text = config_data.decode("utf-8")
     except UnicodeDecodeError:
         return []
-    wanted = set(checked)
-    everything = mode == "all" or ".sops.yaml" in wanted
     return [
         item.finding
         for item in check_hosts(config_text, nix_files, read)
         if everything or item.sops_file in wanted or item.host.files & wanted
     ]
 
+
+
+def _any_covered(config_data: bytes, rels: set[str]) -> bool:
+    """Whether a creation rule covers any of ``rels`` (so it may be a sops file a host uses)."""
+    import yaml
+
+    try:
+        rules = rules_from_data(yaml.load(config_data, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))  # noqa: S506
+        return any(matching_rule(rules, rel) is not None for rel in rels)
+    except Exception:  # an unparseable .sops.yaml is the config check's finding
+        return False
