@@ -122,8 +122,28 @@ def restart_steps(found: list[SecretDeclaration], services: tuple[str, ...]) -> 
     )
 
 
-def missing_restart_notes(rel: str, text: str, policy: Policy) -> list[str]:
+_POLICIES: dict[tuple[Path, tuple[tuple[str, int], ...]], Policy | None] = {}
+
+
+def _policy(root: Path) -> Policy | None:
+    """The repository's policy, loaded once per run of ``check`` (keyed by its files' mtimes)."""
+    from opssecrets.errors import OpsError
+    from opssecrets.policy import load_policy, repo_policy_files
+
+    stamp = tuple((str(p), p.stat().st_mtime_ns) for p in repo_policy_files(root))
+    if (root, stamp) not in _POLICIES:
+        try:
+            _POLICIES[(root, stamp)] = load_policy(root)
+        except OpsError:
+            _POLICIES[(root, stamp)] = None  # a broken policy is reported by the commands that need it
+    return _POLICIES[(root, stamp)]
+
+
+def missing_restart_notes(root: Path, rel: str, text: str) -> list[str]:
     """Notes for ``check``: token secrets declared without restartUnits/reloadUnits (sops-nix#220)."""
+    policy = _policy(root)
+    if policy is None:
+        return []
     notes: list[str] = []
     for decl in declarations_in(rel, text):
         if decl.restart_units or decl.reload_units:

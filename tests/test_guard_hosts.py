@@ -169,3 +169,13 @@ def test_only_what_the_commit_touches_is_reported(repo: OpsRepo) -> None:
     assert len(host_findings(repo, "hosts/clarun/configuration.nix")) == 1  # the host reaches the module
     assert len(host_findings(repo, "secrets/projects/hello-bot/secrets.yaml")) == 1
     assert len(host_findings(repo, ".sops.yaml")) == 1
+
+
+def test_staged_sops_yaml_that_drops_the_host_is_found(repo: OpsRepo) -> None:
+    platform(repo, AgeKey.new().recipient)
+    repo.write(".sops.yaml", sops_yaml(repo.operator.recipient, AgeKey.new().recipient).replace("host_clarun", "host_other"))
+    assert host_findings(repo, "--staged") == []  # not staged yet: the commit would not change access
+    repo.git("add", ".sops.yaml")
+    found = host_findings(repo, "--staged")
+    assert {(f["path"], f["line"]) for f in found} == {("hosts/clarun/configuration.nix", 6), ("modules/hello-bot.nix", 3)}
+    assert all("no recipient in .sops.yaml" in str(f["message"]) for f in found)

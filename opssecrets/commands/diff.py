@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from opssecrets.commands.common import current_repo, json_option
-from opssecrets.errors import BadInput
+from opssecrets.errors import BadInput, OpsError
 from opssecrets.repo import Repo
 
 
@@ -102,6 +102,12 @@ def textconv(ctx: click.Context, file: Path) -> int:
         return 0
     repo = current_repo(ctx)
     key = fingerprint_key(repo.state_dir)
-    sys.stdout.write(textconv_text(side, sops_decryptor(repo.sops), key, _labeller(repo)))
+    try:
+        decrypt = sops_decryptor(repo.sops)
+    except OpsError as exc:
+        # git diff must still work where sops is missing: keys and recipients need no sops
+        reason = exc.message
+        decrypt = lambda _side: reason  # noqa: E731
+    sys.stdout.write(textconv_text(side, decrypt, key, _labeller(repo)))
     return 0
 

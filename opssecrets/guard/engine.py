@@ -218,12 +218,6 @@ def _nix_files_with_default(root: Path, read: sources.Reader, cached: bool) -> d
 
 def _restart_notes(root: Path, rel: str, data: bytes) -> list[str]:
     """Token secrets declared without restartUnits (a note, not a finding: sops-nix#220)."""
-    from opssecrets.errors import OpsError
-    from opssecrets.policy import load_policy
     from opssecrets.restarts import missing_restart_notes
 
-    try:
-        policy = load_policy(root)
-    except OpsError:
-        return []  # a broken repository policy is reported by the commands that need it
-    return missing_restart_notes(rel, data.decode("utf-8", "replace"), policy)
+    return missing_restart_notes(root, rel, data.decode("utf-8", "replace"))
