@@ -39,6 +39,8 @@ COMMANDS: dict[str, str] = {
     "share": "opssecrets.commands.share:share",
     "doctor": "opssecrets.commands.doctor:doctor",
     "check": "opssecrets.commands.check:check",
+    "diff": "opssecrets.commands.diff:diff",
+    "textconv": "opssecrets.commands.diff:textconv",
     "demo": "opssecrets.commands.demo:demo",
 }
 

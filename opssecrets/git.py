@@ -225,3 +225,14 @@ def files_at(root: Path, ref: str | None, folder: str) -> dict[str, tuple[str, s
         if path and len(fields) >= 3 and path.count("/") == folder.count("/") + 1:
             out[path] = (fields[0], fields[2] if ref is not None else fields[1])
     return out
+
+
+def changed_files(root: Path, ref: str, pathspecs: list[str]) -> list[str]:
+    """Files that differ between ``ref`` and the working tree, plus untracked ones (for ``diff``)."""
+    specs = ["--", *pathspecs] if pathspecs else []
+    diff = _git(["-c", "core.quotepath=off", "diff", "--name-only", "-z", "--no-renames", "--no-ext-diff", ref, *specs], root)
+    if diff.returncode != 0:
+        raise BadInput(f"git diff {ref} failed: {diff.stderr.decode('utf-8', 'replace').strip()[:200]}")
+    untracked = _git(["-c", "core.quotepath=off", "ls-files", "-z", "--others", "--exclude-standard", *specs], root)
+    names = diff.stdout.decode("utf-8", "surrogateescape").split("\0") + untracked.stdout.decode("utf-8", "surrogateescape").split("\0")
+    return sorted({name for name in names if name})

@@ -37,6 +37,7 @@ def lint(config: SopsConfig) -> list[Problem]:
     problems += _regexes_and_reachability(config)
     problems += _unknown_rule_keys(config)
     problems += _coverage(config)
+    problems += _key_groups(config)
     return problems
 
 
@@ -142,4 +143,33 @@ def _coverage(config: SopsConfig) -> list[Problem]:
             out.append(Problem("warning", rule.label, "no host reads this rule: nothing can deploy these secrets"))
         if len(keys & admins) < 2:
             out.append(Problem("warning", rule.label, f"{len(keys & admins)} admin(s) read this rule: one lost key away from losing it"))
+    return out
+
+
+def _key_groups(config: SopsConfig) -> list[Problem]:
+    """Several key groups split the data key: without ``shamir_threshold`` sops needs a key
+    from every group, which is rarely what the split means (a host in one group cannot
+    decrypt: sops-nix#295); a threshold above the number of groups can never be met."""
+    out: list[Problem] = []
+    for rule in config.rules:
+        groups = len(rule.groups) if rule.uses_key_groups else 1
+        threshold = rule.shamir_threshold
+        if threshold is not None and threshold > groups:
+            out.append(
+                Problem(
+                    "error",
+                    rule.label,
+                    f"shamir_threshold is {threshold} but the rule has {groups} key group(s): sops cannot encrypt; "
+                    f"lower it to at most {groups}",
+                )
+            )
+        elif groups > 1 and threshold is None:
+            out.append(
+                Problem(
+                    "warning",
+                    rule.label,
+                    f"{groups} key groups and no shamir_threshold: decrypting needs a key from every group, so a "
+                    "host listed in one group cannot read these files; set shamir_threshold: 1 if any group should do",
+                )
+            )
     return out

@@ -5,12 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import guard_support as tok
-from conftest import OpsRepo
+from conftest import AgeKey, OpsRepo
 from guard_support import findings
 
 
 def setup_secrets(repo: OpsRepo) -> None:
-    repo.write(".sops.yaml", f"creation_rules:\n  - path_regex: ^secrets/\n    age: {repo.operator.recipient}\n")
+    # clarun (whose files these tests use) reads the files: the host check has nothing to say
+    repo.write(
+        ".sops.yaml",
+        f"keys:\n  - &admin_dan {repo.operator.recipient}\n  - &host_clarun {AgeKey.new().recipient}\n"
+        "creation_rules:\n  - path_regex: ^secrets/\n    age: [*admin_dan, *host_clarun]\n",
+    )
     repo.encrypt("secrets/main.yaml", f"slack:\n  bot_token: {tok.rand(30)}\nmatrix_token: {tok.rand(30)}\n")
     repo.encrypt("secrets/other.yaml", f"forgejo:\n  runner_token: {tok.rand(30)}\n")
 
@@ -88,11 +93,13 @@ def test_healthy_sops_nix_repository_has_no_finding(repo: OpsRepo, corpus: Path)
     repo.encrypt("secrets/hydra-github-token.caliban", tok.rand(40))  # binary format
     block = "".join(f"    {line}\n" for line in tok.openssh_block().splitlines())
     repo.encrypt("secrets/caliban-hostkeys.yaml", f"ssh_host_ed25519_key: |\n{block}ssh_host_rsa_key: {tok.rand(40)}\n")
+    # caliban itself reads only files of the *.caliban rule (the hostkeys rule is for admins)
+    repo.encrypt("secrets/host.caliban.yaml", f"ssh_host_ed25519_key: |\n{block}")
     repo.write(
         "hosts/caliban/default.nix",
         """{ config, inputs, ... }:
 {
-  sops.defaultSopsFile = ../../secrets/caliban-hostkeys.yaml;
+  sops.defaultSopsFile = ../../secrets/host.caliban.yaml;
   sops.secrets.ssh_host_ed25519_key = { path = "/etc/ssh/ssh_host_ed25519_key"; };
   sops.secrets.hydra-github-token = {
     sopsFile = ../../secrets/hydra-github-token.caliban;

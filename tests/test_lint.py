@@ -106,3 +106,20 @@ def test_lint_command_exit_codes_and_json(repo: OpsRepo, people: dict[str, str])
     broken = repo.ops("lint", "--json")
     assert broken.code == 1
     assert json.loads(broken.out)["problems"][0]["level"] == "error"
+
+
+def test_key_groups_without_threshold_warn_and_an_impossible_threshold_is_an_error(people: dict[str, str]) -> None:
+    keys = f"  - &admin_dan {people['dan']}\n  - &host_clarun {people['host']}\n"
+    groups = "  - path_regex: ^secrets/\n    key_groups:\n      - age: [*admin_dan]\n      - age: [*host_clarun]\n"
+    text = _config(groups, keys=keys)
+    warnings = _messages(text, "warning")
+    assert any("2 key groups and no shamir_threshold" in m and "sops-nix#295" not in m for m in warnings)
+    assert not any("shamir_threshold" in m for m in _messages(text))
+
+    one = text.replace("    key_groups:", "    shamir_threshold: 1\n    key_groups:")
+    assert not any("shamir_threshold" in m for m in _messages(one, "warning") + _messages(one))
+
+    three = text.replace("    key_groups:", "    shamir_threshold: 3\n    key_groups:")
+    assert any("shamir_threshold is 3 but the rule has 2 key group(s)" in m for m in _messages(three))
+    # one group needs no threshold
+    assert not any("shamir_threshold" in m for m in _messages(_clean(people), "warning"))

@@ -162,10 +162,19 @@ def rotate(
     if outcome.data_key_reasons:
         out(f"The data key of {target.relpath} was replaced first ({'; '.join(outcome.data_key_reasons)}).")
     out(f"Recorded in {LEDGER_PATH}.")
-    if outcome.steps:
+    from opssecrets.restarts import declarations_of, repository_declarations, restart_steps
+
+    units, nothing_restarts = restart_steps(
+        declarations_of(repository_declarations(repo.root), target.key, target.relpath), target.kind.services
+    )
+    steps = list(outcome.steps)
+    steps[min(1, len(steps)) : min(1, len(steps))] = units  # right after "Deploy the new secret"
+    if nothing_restarts is not None:
+        click.echo(f"opssecrets: warning: {nothing_restarts}", err=True)
+    if steps:
         out("")
         out("Next steps:")
-        for number, step in enumerate(outcome.steps, start=1):
+        for number, step in enumerate(steps, start=1):
             out(f"  {number}. {step}")
     return 0
 

@@ -201,6 +201,11 @@ def run_check(root: Path, options: CheckOptions) -> CheckReport:
                     nix_default = default_from_files(_nix_files_with_default(root, read, options.mode == "staged"))
                     nix_default_known = True
                 report.findings.extend(check_nix_file(item.rel, data, read, nix_default))
+                report.notes.extend(_restart_notes(root, item.rel, data))
+
+        from opssecrets.guard.hosts import host_findings
+
+        report.findings.extend(host_findings(root, read, config_data, [item.rel for item in readable], options.mode))
 
         report.findings = sorted(
             {
@@ -283,3 +288,10 @@ def _nix_files_with_default(root: Path, read: sources.Reader, cached: bool) -> d
         if data is not None:
             out[rel] = data
     return out
+
+
+def _restart_notes(root: Path, rel: str, data: bytes) -> list[str]:
+    """Token secrets declared without restartUnits (a note, not a finding: sops-nix#220)."""
+    from opssecrets.restarts import missing_restart_notes
+
+    return missing_restart_notes(root, rel, data.decode("utf-8", "replace"))

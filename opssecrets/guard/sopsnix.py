@@ -151,7 +151,7 @@ class NixSopsDecls:
     default_file: tuple[str, int] | None = None
 
 
-_OPTIONS = ("sopsFile", "key", "format")
+_OPTIONS = ("sopsFile", "key", "format", "restartUnits", "reloadUnits")
 
 
 def _secret_from_value(text: str, masked: str, secret: _Secret, value_start: int, value_end: int) -> None:
@@ -256,6 +256,24 @@ def resolve_path(expr: str, nix_rel: str) -> str | None:
     if joined.startswith("../") or joined == "..":
         return None
     return joined
+
+
+_PLACEHOLDER = re.compile(r'sops\s*\.\s*placeholder\s*\.\s*(?:"([^"\\$\n]+)"|([A-Za-z_][A-Za-z0-9_\'-]*))')
+
+
+def placeholders(text: str) -> list[tuple[str, int]]:
+    """``config.sops.placeholder."NAME"`` references (often inside a template's string): (NAME, offset).
+
+    Read from the raw text, since they sit in ``${...}`` inside strings; a commented-out one
+    (blank in the masked text) does not count."""
+    if "placeholder" not in text:
+        return []
+    masked = mask(text)
+    return [
+        (match.group(1) or match.group(2), match.start())
+        for match in _PLACEHOLDER.finditer(text)
+        if not masked[match.start()].isspace()
+    ]
 
 
 def _string_value(expr: str) -> str | None:
