@@ -231,29 +231,33 @@ def _decrypt_values(sops: Sops, path: str, data: bytes) -> dict[str, bytes]:
     return values
 
 
-def _open(repo: Repo, identity: AgeIdentity, blob: SopsBlob, data: bytes) -> Opened | str:
-    """The blob's values and data key, or why they could not be read."""
+def _values(repo: Repo, blob: SopsBlob, data: bytes) -> dict[str, bytes] | str:
+    """The blob's values, or why they could not be read."""
     try:
-        values = _decrypt_values(repo.sops, blob.path, data)
+        return _decrypt_values(repo.sops, blob.path, data)
     except NoIdentity:
         return "your identity cannot decrypt it"
     except EnvironmentProblem:
         raise
     except OpsError as exc:
         return exc.message
-    data_key: bytes | None = None
-    if blob.groups <= 1:
-        for recipient, enc in blob.age_stanzas:
-            if identity.unusable or (identity.recipients and recipient not in identity.recipients):
-                continue
-            try:
-                data_key = open_data_key(repo.root, identity, enc)
-                break
-            except EnvironmentProblem:
-                raise
-            except OpsError:
-                continue
-    return Opened(values, data_key)
+
+
+def _operator_stanzas(identity: AgeIdentity, blob: SopsBlob) -> list[str]:
+    """The wrapped data keys of ``blob`` the operator can try to open (none for Shamir groups,
+    where each holds only a share)."""
+    if identity.unusable or blob.groups > 1:
+        return []
+    return [enc for recipient, enc in blob.age_stanzas if not identity.recipients or recipient in identity.recipients]
+
+
+def _open_or_none(root: Path, identity: AgeIdentity, enc: str) -> bytes | None:
+    try:
+        return open_data_key(root, identity, enc)
+    except EnvironmentProblem:
+        raise
+    except OpsError:
+        return None
 
 
 def _workers() -> int:
@@ -349,15 +353,22 @@ def audit(repo: Repo, only: list[str] | None = None) -> ExposureReport:
         else:
             to_open.append(parsed)
 
+    # `sops set` keeps a file's wrapped data keys: many versions share one, opened once
+    stanzas = {blob.blob: _operator_stanzas(identity, blob) for blob in to_open}
+    encs = list(dict.fromkeys(enc for found in stanzas.values() for enc in found))
     opened: dict[str, Opened] = {}
     with ThreadPoolExecutor(max_workers=_workers()) as pool:
-        results = pool.map(lambda b: (b, _open(repo, identity, b, contents[b.blob])), to_open)
-        for parsed, result in results:
-            if isinstance(result, Opened):
-                opened[parsed.blob] = result
-            else:
-                latest = min(appearances[parsed.blob], key=lambda a: a.order)
+        key_jobs = {enc: pool.submit(_open_or_none, repo.root, identity, enc) for enc in encs}
+        value_jobs = {blob.blob: pool.submit(_values, repo, blob, contents[blob.blob]) for blob in to_open}
+        data_keys = {enc: job.result() for enc, job in key_jobs.items()}
+        for blob_id, job in value_jobs.items():
+            result = job.result()
+            if isinstance(result, str):
+                latest = min(appearances[blob_id], key=lambda a: a.order)
                 not_checked.append(NotChecked(latest.path, latest.commit, result))
+                continue
+            data_key = next((data_keys[enc] for enc in stanzas[blob_id] if data_keys[enc] is not None), None)
+            opened[blob_id] = Opened(result, data_key)
 
     findings = _compare(current, sops_blobs, opened, appearances, contents, plain_blobs, not_checked, identity)
     complete = True
