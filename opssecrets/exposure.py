@@ -521,24 +521,33 @@ def save_for_status(repo: Repo, report: ExposureReport) -> None:
     os.replace(tmp, state / STATE_FILE)
 
 
-def saved_exposures(repo: Repo, relpath: str, file_tree: Mapping[str, Any], path: Path) -> dict[str, list[str]]:
-    """key -> "reader (how, since COMMIT)" for the last audit's findings still unfixed in ``relpath``."""
+def _saved_entries(repo: Repo, relpath: str, file_tree: Mapping[str, Any], path: Path) -> list[dict[str, Any]]:
+    """The last audit's findings for ``relpath`` that are still unfixed (their marker holds)."""
     try:
         data = json.loads((repo.state_dir / STATE_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return {}
+        return []
     entries = [e for e in data.get("exposures", []) if isinstance(e, dict) and e.get("file") == relpath] if isinstance(data, dict) else []
     if not entries:
-        return {}
+        return []
     try:
         parsed = _sops_blob("", relpath, path.read_bytes())
     except OSError:
-        return {}
+        return []
     stanzas = parsed.age_stanzas if parsed else ()
+    return [e for e in entries if _marker(file_tree, str(e.get("key")), stanzas, bool(e.get("data_key"))) == e.get("marker")]
+
+
+def saved_exposures(repo: Repo, relpath: str, file_tree: Mapping[str, Any], path: Path) -> dict[str, list[str]]:
+    """key -> "reader (how, since COMMIT)" for the last audit's findings still unfixed in ``relpath``."""
     out: dict[str, list[str]] = {}
-    for entry in entries:
-        key = str(entry.get("key"))
-        if _marker(file_tree, key, stanzas, bool(entry.get("data_key"))) != entry.get("marker"):
-            continue
-        out.setdefault(key, []).append(f"{entry.get('reader')} ({entry.get('how')}, since {str(entry.get('since_commit'))[:10]})")
+    for entry in _saved_entries(repo, relpath, file_tree, path):
+        label = f"{entry.get('reader')} ({entry.get('how')}, since {str(entry.get('since_commit'))[:10]})"
+        out.setdefault(str(entry.get("key")), []).append(label)
     return out
+
+
+def saved_data_key_readers(repo: Repo, relpath: str, file_tree: Mapping[str, Any], path: Path) -> list[str]:
+    """Readers the last audit found holding this file's current data key (a new value needs a new data key)."""
+    entries = _saved_entries(repo, relpath, file_tree, path)
+    return sorted({str(e.get("reader")) for e in entries if e.get("data_key") and e.get("how") == HOW_DATA_KEY})

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from opssecrets import git
 from opssecrets.errors import BadInput, EnvironmentProblem, Findings, ToolFailed
-from opssecrets.exposure import saved_exposures
+from opssecrets.exposure import saved_data_key_readers, saved_exposures
 from opssecrets.ledger import RotationLedger, editing, format_time, now_utc, operator_name, parse_time
 from opssecrets.policy import Policy, SecretKind
 from opssecrets.repo import Repo
@@ -245,6 +245,10 @@ def data_key_rotation_reasons(repo: Repo, ledger: RotationLedger, target: Target
     if removed:
         names = _names_for(repo, sorted(removed))
         reasons.append("recipient removed since the last data-key rotation: " + ", ".join(names))
+    # a data key shared with another file's history (a copied file) shows only in the audit
+    audited = saved_data_key_readers(repo, target.relpath, target.secret_file.tree, target.secret_file.path)
+    if audited:
+        reasons.append("the exposure audit found its data key held by " + ", ".join(audited))
     return reasons
 
 

@@ -246,3 +246,28 @@ def test_identity_reaches_age_through_a_pipe_from_the_keyring(repo: OpsRepo, peo
     assert repo.ops("identity", "import", "--stdin", stdin=repo.operator.identity + "\n").code == 0
     _, report = audit(repo)
     assert (A, "api_token", "alice", "same data key") in found(report)
+
+
+def test_copied_file_shares_its_data_key_and_rotate_replaces_it(repo: OpsRepo, people: dict[str, AgeKey]) -> None:
+    """A sops file copied into a narrower folder keeps the data key; only the audit can see
+    it (the copy's own history never had alice), and `rotate` then replaces the data key."""
+    write_config(repo, people, {"^secrets/team/": ["admin_dan", "alice"], "^secrets/": ["admin_dan"]})
+    repo.encrypt("secrets/team/app.yaml", f"api_token: {token()}\n")
+    (repo.root / A).write_bytes((repo.root / "secrets/team/app.yaml").read_bytes())
+    ok(repo.sops("updatekeys", "-y", A))
+    commit(repo, "app secrets for core, copied from the team's")
+    _, report = audit(repo)
+    assert (A, "api_token", "alice", "same data key") in found(report)
+    shared = next(e for e in report["exposures"] if e["how"] == "same data key")
+    assert shared["found_in"] == "secrets/team/app.yaml" and f"sops rotate -i {A}" in shared["fix"]
+
+    r = repo.ops("rotate", "api_token", "--file", A, "--stdin", stdin=token() + "\n")
+    assert r.code == 0, r
+    assert "exposure audit" in r.out + r.err
+    # alice's wrapped key from the team file no longer opens the core file
+    team = yaml.safe_load((repo.root / "secrets/team/app.yaml").read_text())
+    core = yaml.safe_load((repo.root / A).read_text())
+    stanza = next(e for e in team["sops"]["age"] if e["recipient"] == people["alice"].recipient)
+    core["sops"]["age"].append(stanza)
+    spliced = repo.write("attack/spliced.yaml", yaml.safe_dump(core))
+    assert repo.sops("decrypt", str(spliced), identity=people["alice"]).returncode != 0
