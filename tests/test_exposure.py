@@ -196,9 +196,8 @@ def test_version_the_operator_cannot_decrypt_is_listed_not_skipped(repo: OpsRepo
     commit(repo, "dan takes over")
     _, report = audit(repo)
     assert {"file": A, "commit": before, "reason": "not encrypted for your identity"} in report["not_checked"]
-    # alice's and bob's stanza still wrap today's data key: the operator sees it through the
-    # version it can open (today's) only if some version it can open shares the key with theirs;
-    # it cannot open theirs, so it says so instead of claiming the file is clean
+    # alice's and bob's old stanzas wrap today's data key, but the operator cannot open them
+    # to compare: the audit says so instead of calling the file clean
     r = repo.ops("exposure")
     assert f"not checked: {A}: 1 version(s): not encrypted for your identity" in r.err
 
