@@ -270,3 +270,11 @@ def test_copied_file_shares_its_data_key_and_rotate_replaces_it(repo: OpsRepo, p
     core["sops"]["age"].append(stanza)
     spliced = repo.write("attack/spliced.yaml", yaml.safe_dump(core))
     assert repo.sops("decrypt", str(spliced), identity=people["alice"]).returncode != 0
+
+
+def test_without_an_identity_one_clear_line_exit_3(repo: OpsRepo, people: dict[str, AgeKey], monkeypatch: pytest.MonkeyPatch) -> None:
+    hand_removal(repo, people, token())
+    monkeypatch.delenv("SOPS_AGE_KEY")
+    r = repo.ops("exposure")
+    assert r.code == 3
+    assert r.err.count("\n") == 1 and "identity import" in r.err
