@@ -483,13 +483,24 @@ def _compare(
 # --- joining `status` ------------------------------------------------------------------------------
 
 
-def _marker(file_tree: Mapping[str, Any], key: str, stanzas: Iterable[tuple[str, str]], data_key: bool) -> str:
-    """What must change for a finding to be fixed: the key's ciphertext (a new value), and for
-    a shared data key also the wrapped data keys. Ciphertext and wrapped keys are already in
-    the file in the clear; the digest says nothing about the value."""
-    leaf = next((str(v) for k, v in iter_leaves(file_tree) if k == key), "")
-    parts = [leaf] + (sorted(enc for _, enc in stanzas) if data_key else [])
+def _digest(parts: Iterable[str]) -> str:
     return hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()
+
+
+def _markers(file_tree: Mapping[str, Any], key: str, stanzas: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """What must change for a finding to count as fixed, as digests: the key's ciphertext (a
+    new value changes it) and the file's wrapped data keys (a new data key changes them).
+    Both are in the file in the clear; the digests say nothing about the value."""
+    leaf = next((str(v) for k, v in iter_leaves(file_tree) if k == key), "")
+    return {"value_marker": _digest([leaf]), "data_key_marker": _digest(sorted(enc for _, enc in stanzas))}
+
+
+def _still_open(entry: Mapping[str, Any], now: Mapping[str, str]) -> bool:
+    """A finding holds until its value changed, and for today's data key also the data key."""
+    value_same = entry.get("value_marker") == now["value_marker"]
+    if entry.get("data_key"):
+        return value_same or entry.get("data_key_marker") == now["data_key_marker"]
+    return value_same
 
 
 def save_for_status(repo: Repo, report: ExposureReport) -> None:
@@ -508,7 +519,7 @@ def save_for_status(repo: Repo, report: ExposureReport) -> None:
                 "reader": finding.reader,
                 "how": finding.how,
                 "since_commit": finding.since_commit,
-                "marker": _marker(secret[0].tree, finding.key, parsed.age_stanzas, finding.rotate_data_key),
+                **_markers(secret[0].tree, finding.key, parsed.age_stanzas),
                 "data_key": finding.rotate_data_key,
             }
         )
@@ -535,7 +546,7 @@ def _saved_entries(repo: Repo, relpath: str, file_tree: Mapping[str, Any], path:
     except OSError:
         return []
     stanzas = parsed.age_stanzas if parsed else ()
-    return [e for e in entries if _marker(file_tree, str(e.get("key")), stanzas, bool(e.get("data_key"))) == e.get("marker")]
+    return [e for e in entries if _still_open(e, _markers(file_tree, str(e.get("key")), stanzas))]
 
 
 def saved_exposures(repo: Repo, relpath: str, file_tree: Mapping[str, Any], path: Path) -> dict[str, list[str]]:

@@ -278,3 +278,16 @@ def test_without_an_identity_one_clear_line_exit_3(repo: OpsRepo, people: dict[s
     r = repo.ops("exposure")
     assert r.code == 3
     assert r.err.count("\n") == 1 and "identity import" in r.err
+
+
+def test_same_data_key_stays_in_status_after_a_new_value_alone(repo: OpsRepo, people: dict[str, AgeKey]) -> None:
+    """A new value under the shared data key is still open to alice: status keeps saying so
+    until the data key changes too."""
+    hand_removal(repo, people, token())
+    repo.ops("exposure")
+    ok(repo.sops("set", "--value-stdin", A, '["api_token"]', stdin=json.dumps(token()).encode()))
+    rows = {row["key"]: row for row in json.loads(repo.ops("status", "--json").out)["secrets"]}
+    assert rows["api_token"]["state"] == "exposed"
+    ok(repo.sops("rotate", "-i", A))
+    rows = {row["key"]: row for row in json.loads(repo.ops("status", "--json").out)["secrets"]}
+    assert rows["api_token"]["state"] != "exposed"
