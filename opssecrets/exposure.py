@@ -31,7 +31,7 @@ from typing import Any
 from opssecrets import git
 from opssecrets.errors import BadInput, EnvironmentProblem, NoIdentity, OpsError
 from opssecrets.repo import CONFIG_NAME, Repo
-from opssecrets.secretfile import NotASopsFile, file_format, iter_leaves, looks_like_sops_file, parse_tree, read_secret_file
+from opssecrets.secretfile import NotASopsFile, SecretFile, file_format, iter_leaves, looks_like_sops_file, parse_tree, read_secret_file
 from opssecrets.sops import Sops, child_env, classify_sops_failure, find_age, run, stderr_summary
 
 HOW_VALUE = "same value"
@@ -457,8 +457,9 @@ def _compare(
                 if len(value) < MIN_SHARED_LENGTH and not (held_as == key and any(a.path == cur.rel for a in appearances[blob])):
                     continue
                 today_key = opened[blob].data_key is not None and opened[blob].data_key == mine.data_key
-                for reader in sops_blobs[blob].readers - cur.today:
-                    if where.order >= 0:
+                # another current file (committed or not) counts; this file's own today's version does not
+                if blob != cur.blob or where.order >= 0:
+                    for reader in sops_blobs[blob].readers - cur.today:
                         keep(where.order, ExposureFinding(cur.rel, key, reader, reader, HOW_VALUE, where.commit, where.path, today_key))
                 data_key = opened[blob].data_key
                 if data_key is None:
@@ -506,10 +507,15 @@ def _still_open(entry: Mapping[str, Any], now: Mapping[str, str]) -> bool:
 def save_for_status(repo: Repo, report: ExposureReport) -> None:
     """Keep the findings (no values) in the state folder, where ``status`` reads them."""
     entries = []
+    files: dict[str, tuple[SopsBlob | None, list[SecretFile]]] = {}
     for finding in report.exposures:
-        path = repo.root / finding.file
-        parsed = _sops_blob("", finding.file, path.read_bytes()) if path.is_file() else None
-        secret = repo.secret_files([finding.file])
+        if finding.file not in files:
+            path = repo.root / finding.file
+            files[finding.file] = (
+                _sops_blob("", finding.file, path.read_bytes()) if path.is_file() else None,
+                repo.secret_files([finding.file]),
+            )
+        parsed, secret = files[finding.file]
         if parsed is None or not secret:
             continue
         entries.append(

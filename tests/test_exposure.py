@@ -291,3 +291,15 @@ def test_same_data_key_stays_in_status_after_a_new_value_alone(repo: OpsRepo, pe
     ok(repo.sops("rotate", "-i", A))
     rows = {row["key"]: row for row in json.loads(repo.ops("status", "--json").out)["secrets"]}
     assert rows["api_token"]["state"] != "exposed"
+
+
+def test_value_copied_into_an_uncommitted_file_for_another_reader(repo: OpsRepo, people: dict[str, AgeKey]) -> None:
+    value = token()
+    write_config(repo, people, {"^secrets/team/": ["admin_dan", "alice"], "^secrets/": ["admin_dan"]})
+    repo.encrypt("secrets/core.yaml", f"bot: {value}\n")
+    commit(repo, "core")
+    repo.encrypt("secrets/team/bot.yaml", f"bot_token: {value}\n")  # not committed yet
+    _, report = audit(repo)
+    (finding,) = report["exposures"]
+    assert (finding["file"], finding["reader"], finding["how"]) == ("secrets/core.yaml", "alice", "same value")
+    assert (finding["found_in"], finding["since_commit"]) == ("secrets/team/bot.yaml", "working tree")
