@@ -303,3 +303,26 @@ def test_value_copied_into_an_uncommitted_file_for_another_reader(repo: OpsRepo,
     (finding,) = report["exposures"]
     assert (finding["file"], finding["reader"], finding["how"]) == ("secrets/core.yaml", "alice", "same value")
     assert (finding["found_in"], finding["since_commit"]) == ("secrets/team/bot.yaml", "working tree")
+
+
+def test_identity_reaches_age_on_a_pipe_never_in_argv(repo: OpsRepo, people: dict[str, AgeKey], tmp_path: Path) -> None:
+    """age is the real binary behind a wrapper that logs its argv: the identity goes in as
+    /dev/fd/N (a pipe), and neither it nor any value is ever an argument."""
+    import shutil
+
+    value = token()
+    hand_removal(repo, people, value)
+    log = tmp_path / "age-argv.log"
+    wrapper = tmp_path / "age-wrapper"
+    wrapper.write_text(
+        f'#!/bin/sh\nprintf "%s\\n" "$*" >> {log}\n'
+        f'for a in "$@"; do [ -p "$a" ] && echo pipe >> {log}; done\n'
+        f'exec {shutil.which("age")} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    r = repo.ops_proc("exposure", "--json", env={"OPSSECRETS_AGE": str(wrapper)})
+    assert r.code == 0, r
+    assert any(e["how"] == "same data key" for e in json.loads(r.out)["exposures"])
+    argv = log.read_text()
+    assert "-d -i /dev/fd/" in argv and "pipe" in argv.splitlines()
+    assert repo.operator.identity not in argv and value not in argv
