@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "rotate": "opssecrets.commands.rotate:rotate",
     "verify": "opssecrets.commands.rotate:verify",
     "status": "opssecrets.commands.rotate:status",
+    "exposure": "opssecrets.commands.exposure:exposure",
     "lint": "opssecrets.commands.lint:lint",
     "identity": "opssecrets.commands.identity:identity",
     "share": "opssecrets.commands.share:share",

@@ -236,3 +236,60 @@ def changed_files(root: Path, ref: str, pathspecs: list[str]) -> list[str]:
     untracked = _git(["-c", "core.quotepath=off", "ls-files", "-z", "--others", "--exclude-standard", *specs], root)
     names = diff.stdout.decode("utf-8", "surrogateescape").split("\0") + untracked.stdout.decode("utf-8", "surrogateescape").split("\0")
     return sorted({name for name in names if name})
+# -- history, for `opssecrets exposure` ----------------------------------------------------------
+
+
+def history_blobs(root: Path) -> list[tuple[str, str, str]]:
+    """``(commit, path, blob)`` for every file version a commit of any ref introduced, newest
+    commit first. Merges are diffed against each parent (``-m``), so a blob a merge made
+    (a conflict resolution) is listed too; deletions are left out."""
+    args = ["-c", "core.quotepath=off", "log", "--all", "-m", "--raw", "--no-abbrev", "--no-renames", "-z", "--format=%x01%H"]
+    proc = _git(args, root)
+    if proc.returncode != 0:
+        if b"does not have any commits" in proc.stderr or not proc.stderr.strip():
+            return []
+        raise BadInput(f"git log failed in {root}: {proc.stderr.decode('utf-8', 'replace').strip()[:200]}")
+    out: list[tuple[str, str, str]] = []
+    commit = ""
+    fields = proc.stdout.decode("utf-8", "surrogateescape").split("\0")
+    i = 0
+    while i < len(fields):
+        field = fields[i].lstrip("\n")
+        if field.startswith("\x01"):
+            commit = field[1:].strip()
+            i += 1
+            continue
+        if field.startswith(":") and i + 1 < len(fields):
+            meta = field[1:].split()
+            path = fields[i + 1]
+            i += 2
+            if len(meta) >= 5 and meta[4] != "D" and meta[1].startswith("100") and commit:
+                out.append((commit, path, meta[3]))
+            continue
+        i += 1
+    return out
+
+
+def is_shallow(root: Path) -> bool:
+    proc = _git(["rev-parse", "--is-shallow-repository"], root)
+    return proc.returncode == 0 and proc.stdout.strip() == b"true"
+
+
+def shallow_boundary(root: Path) -> list[str]:
+    """The commits a shallow clone cut history at (their parents are missing)."""
+    proc = _git(["rev-parse", "--git-path", "shallow"], root)
+    if proc.returncode != 0:
+        return []
+    path = Path(proc.stdout.decode().strip())
+    path = path if path.is_absolute() else root / path
+    try:
+        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    except OSError:
+        return []
+
+
+def blob_id(data: bytes) -> str:
+    """The id git gives ``data`` as a blob (sha1 repositories), without running git."""
+    import hashlib
+
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from opssecrets import git
 from opssecrets.errors import BadInput, EnvironmentProblem, Findings, ToolFailed
+from opssecrets.exposure import saved_data_key_readers, saved_exposures
 from opssecrets.ledger import RotationLedger, editing, format_time, now_utc, operator_name, parse_time
 from opssecrets.policy import Policy, SecretKind
 from opssecrets.repo import Repo
@@ -258,6 +259,10 @@ def data_key_rotation_reasons(repo: Repo, ledger: RotationLedger, target: Target
     if removed:
         names = _names_for(repo, sorted(removed))
         reasons.append("recipient removed since the last data-key rotation: " + ", ".join(names))
+    # a data key shared with another file's history (a copied file) shows only in the audit
+    audited = saved_data_key_readers(repo, target.relpath, target.secret_file.tree, target.secret_file.path)
+    if audited:
+        reasons.append("the exposure audit found its data key held by " + ", ".join(audited))
     return reasons
 
 
@@ -538,6 +543,8 @@ def status_rows(repo: Repo, policy: Policy, ledger: RotationLedger, now: datetim
         if secret_file.metadata.lastmodified:
             with contextlib.suppress(ValueError):
                 lastmodified = parse_time(secret_file.metadata.lastmodified)
+        # findings of the last `opssecrets exposure`, kept until the value (or data key) changes
+        from_history = saved_exposures(repo, relpath, secret_file.tree, secret_file.path)
         for key in secret_file.key_paths():
             kind = policy.kind_for_key(key)
             record = ledger.get(relpath, key)
@@ -557,6 +564,10 @@ def status_rows(repo: Repo, policy: Policy, ledger: RotationLedger, now: datetim
             if record is not None and record.exposed:
                 state = "exposed"
                 note = "exposed to " + ", ".join(f"{e.reader} since {format_time(e.since)[:10]}" for e in record.exposed_to)
+            if key in from_history:
+                state = "exposed"
+                earlier = [note] if record is not None and record.exposed else []
+                note = "; ".join([*earlier, "history: " + ", ".join(from_history[key])])
             rows.append(
                 StatusRow(relpath, key, kind.name, format_time(rotated) if rotated else None, age, kind.max_age_days, state, note)
             )

@@ -158,12 +158,14 @@ def run(
     timeout: float = DEFAULT_TIMEOUT,
     redact: Sequence[bytes] = (),
     discard_stdout: bool = False,
+    pass_fds: tuple[int, ...] = (),
 ) -> subprocess.CompletedProcess[bytes]:
     """Run ``binary`` with ``args``; return the finished process whatever its exit code.
 
     ``redact`` lists byte strings (secret values) scrubbed from the captured stderr, so a
     message built from it can never carry them. ``discard_stdout`` sends stdout to
     /dev/null: a decryption that only proves access never brings values into this process.
+    ``pass_fds`` hands the child open pipe ends (an identity for ``age -i /dev/fd/N``).
     """
     argv = (binary.path, *args)
     try:
@@ -176,6 +178,7 @@ def run(
             env=dict(env) if env is not None else child_env(),
             timeout=timeout,
             check=False,
+            pass_fds=pass_fds,
         )
     except subprocess.TimeoutExpired as exc:
         raise ToolFailed(f"{binary.name} did not finish within {timeout:.0f}s; check for a hung key service or lock") from exc

@@ -284,7 +284,39 @@ def _recover_lost_admin_key(world: World) -> Callable[[], None]:
     return after
 
 
+def _audit_after_offboarding(world: World) -> Callable[[], None]:
+    """alice was an admin and was removed by hand: her lines deleted from .sops.yaml and
+    `sops updatekeys` run, no data-key rotation, no new values."""
+    alice = AgeKey.new()
+    assert world.repo.ops("add-engineer", "alice", "--admin", "--age-key", alice.recipient).code == 0
+    world.repo.git("commit", "-qam", "alice joins")
+    with_alice = world.repo.git("rev-parse", "HEAD").strip()
+    config = world.repo.root / ".sops.yaml"
+    config.write_text("".join(line for line in config.read_text().splitlines(keepends=True) if "admin_alice" not in line))
+    assert world.repo.sops("updatekeys", "-y", SECRETS).returncode == 0
+    world.repo.git("commit", "-qam", "alice leaves (by hand)")
+    before = json.loads(world.repo.ops("exposure", "--json").out)
+    assert {(e["reader"], e["how"]) for e in before["exposures"]} == {("alice", "same value"), ("alice", "same data key")}
+
+    def after() -> None:
+        for key, old in world.old_tokens.items():
+            assert world.value(key) != old, key
+        # alice's wrapped data key from her last version no longer opens today's file
+        old_meta = yaml.safe_load(world.repo.git("show", f"{with_alice}:{SECRETS}"))["sops"]
+        today = yaml.safe_load((world.repo.root / SECRETS).read_text())
+        stanza = next(e for g in old_meta.get("key_groups") or [old_meta] for e in g["age"] if e["recipient"] == alice.recipient)
+        (today["sops"].get("key_groups") or [today["sops"]])[0]["age"].append(stanza)
+        spliced = world.repo.write("spliced.yaml", yaml.safe_dump(today))
+        assert world.repo.sops("decrypt", str(spliced), identity=alice).returncode != 0
+        spliced.unlink()
+        assert world.repo.ops("exposure", "--strict").code == 0
+        _git_clean(world)
+
+    return after
+
+
 SCENARIOS: dict[str, Callable[[World], Callable[[], None]]] = {
+    "audit-after-offboarding.md": _audit_after_offboarding,
     "rotate-slack-tokens.md": _rotate_slack_tokens,
     "rotate-matrix-registration-token.md": _rotate_matrix_token,
     "offboard-engineer.md": _offboard_engineer,

@@ -207,7 +207,8 @@ def verify(ctx: click.Context, key: str, file: str | None, slack_api_url: str | 
 def status(ctx: click.Context, as_json: bool, strict: bool) -> int:
     """Every key of every encrypted file: kind, last rotation, age, max age and state.
 
-    States, worst first: exposed (a removed reader could read it; rotate it), overdue (older
+    States, worst first: exposed (a removed reader could read it, as the ledger or the last
+    'opssecrets exposure' audit of git history says; rotate it), overdue (older
     than its max age), due (within 14 days of it), unknown (never rotated through opssecrets;
     age from the file's sops lastmodified), ok. Reads no values and needs no identity.
     """
