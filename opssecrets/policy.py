@@ -3,7 +3,7 @@
 The default policy is ``kinds.toml`` shipped in the package (``opssecrets.policies``, the
 top-level ``policies/`` folder of a source checkout). A repository extends or overrides it
 with its own ``policies/*.toml`` files: every file there is read, and its ``[kinds.NAME]``
-and ``[platform]`` tables are taken (other tables, such as the guard's leak rules, belong to
+``[platform]`` and ``[notify]`` tables are taken (other tables, such as the guard's leak rules, belong to
 other readers and are ignored here). A repository table sets only the fields it names; the
 rest come from the default of the same name. Files are read in name order; a later file
 overrides an earlier one field by field.
@@ -57,6 +57,11 @@ _PLATFORM_FIELDS: dict[str, type | tuple[type, ...]] = {
     "default_file": str,
     "forgejo_url": str,
 }
+_NOTIFY_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "room": str,
+    "token_key": str,
+}
+_ROOM_ID = re.compile(r"![^\s:]+(:\S+)?")  # room version 12 ids carry no server part
 
 
 def default_policy_dir() -> Path:
@@ -84,6 +89,15 @@ class Platform:
     deploy: str = ""
     default_file: str = "secrets/secrets.yaml"
     forgejo_url: str = ""  # where add-engineer --forgejo-user finds {url}/{user}.keys
+
+
+@dataclass(frozen=True)
+class Notify:
+    """Where ``status --notify`` posts: a Matrix room, as the bot whose access token is the
+    value of ``token_key`` in the platform's default secrets file."""
+
+    room: str
+    token_key: str
 
 
 @dataclass(frozen=True)
@@ -144,6 +158,7 @@ class Policy:
     kinds: tuple[SecretKind, ...]
     platform: Platform
     sources: tuple[Path, ...] = field(default=())
+    notify: Notify | None = None
 
     def kind_for_key(self, key: str) -> SecretKind:
         for kind in self.kinds:
@@ -174,6 +189,7 @@ class _RawPolicy:
     kinds: dict[str, dict[str, _Field]] = field(default_factory=dict)
     repo_order: list[str] = field(default_factory=list)
     platform: dict[str, _Field] = field(default_factory=dict)
+    notify: dict[str, _Field] = field(default_factory=dict)
 
 
 _LINE_COL = re.compile(r"\(at line (\d+), column (\d+)\)")
@@ -255,16 +271,39 @@ def _merge_file(raw: _RawPolicy, path: Path, data: Mapping[str, Any], *, from_re
             if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
                 raise _error(path, table_name, key, f"must be a {_type_name(expected)}")
             fields[key] = _Field(value, path, table_name)
-    platform = data.get("platform", {})
-    if not isinstance(platform, Mapping):
-        raise _error(path, "platform", None, "must be a table")
-    for key, value in platform.items():
-        expected = _PLATFORM_FIELDS.get(key)
+    _merge_table(raw.platform, path, data, "platform", _PLATFORM_FIELDS)
+    _merge_table(raw.notify, path, data, "notify", _NOTIFY_FIELDS)
+
+
+def _merge_table(
+    into: dict[str, _Field], path: Path, data: Mapping[str, Any], name: str, known: Mapping[str, type | tuple[type, ...]]
+) -> None:
+    """A flat table whose fields a later file overrides one by one (``[platform]``, ``[notify]``)."""
+    table = data.get(name, {})
+    if not isinstance(table, Mapping):
+        raise _error(path, name, None, "must be a table")
+    for key, value in table.items():
+        expected = known.get(key)
         if expected is None:
-            raise _error(path, "platform", key, f"unknown field (known: {', '.join(sorted(_PLATFORM_FIELDS))})")
+            raise _error(path, name, key, f"unknown field (known: {', '.join(sorted(known))})")
         if not isinstance(value, expected):
-            raise _error(path, "platform", key, f"must be a {_type_name(expected)}")
-        raw.platform[key] = _Field(value, path, "platform")
+            raise _error(path, name, key, f"must be a {_type_name(expected)}")
+        into[key] = _Field(value, path, name)
+
+
+def _build_notify(fields: Mapping[str, _Field]) -> Notify | None:
+    if not fields:
+        return None
+    for key in _NOTIFY_FIELDS:
+        if key not in fields:
+            where = next(iter(fields.values())).path
+            raise _error(where, "notify", None, f"needs {key} (a [notify] table sets both room and token_key)")
+    room, token_key = fields["room"], fields["token_key"]
+    if not _ROOM_ID.fullmatch(room.value):
+        raise _error(room.path, "notify", "room", "must be a room id such as '!abc123:clarun.xyz' (not an alias)")
+    if not token_key.value.strip():
+        raise _error(token_key.path, "notify", "token_key", "must name the key holding the bot's access token")
+    return Notify(room=room.value, token_key=token_key.value)
 
 
 def _type_name(expected: type | tuple[type, ...]) -> str:
@@ -376,7 +415,7 @@ def load_policy(root: Path | None = None, *, default_dir: Path | None = None) ->
     if root is not None:
         for path in repo_policy_files(root):
             data = _read_toml(path)
-            if "kinds" in data or "platform" in data:
+            if "kinds" in data or "platform" in data or "notify" in data:
                 _merge_file(raw, path, data, from_repo=True)
                 sources.append(path)
     platform = Platform(
@@ -394,5 +433,5 @@ def load_policy(root: Path | None = None, *, default_dir: Path | None = None) ->
         )
         raise BadInput(f"policy file {_display(where)}: {problem}; exactly one kind must be the fallback")
     kinds = [kind for kind in built if not kind.fallback] + fallbacks
-    return Policy(kinds=tuple(kinds), platform=platform, sources=tuple(sources))
+    return Policy(kinds=tuple(kinds), platform=platform, sources=tuple(sources), notify=_build_notify(raw.notify))
 

@@ -108,6 +108,17 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._reply(404, {"ok": False, "error": "unknown_method"})
 
+    def do_PUT(self) -> None:
+        """The homeserver's room-message endpoint (``status --notify``): records what was posted."""
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length) or b"{}")
+        path = urllib.parse.unquote(urllib.parse.urlparse(self.path).path)
+        self.service.requests.append({"method": "PUT", "path": path, "auth": self.headers.get("Authorization", ""), "body": body})
+        if "/_matrix/client/v3/rooms/" in path and "/send/m.room.message/" in path:
+            self._reply(200, {"event_id": "$posted"})
+        else:
+            self._reply(404, {"errcode": "M_UNRECOGNIZED"})
+
     def do_GET(self) -> None:
         parsed = urllib.parse.urlparse(self.path)
         query = urllib.parse.parse_qs(parsed.query)

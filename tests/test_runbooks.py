@@ -20,12 +20,15 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import AgeKey, OpsRepo
 from rotation_support import PROJECT_ROOT, FakeService, app_token, bot_token, fake_server, registration_token
+
+from opssecrets.ledger import RotationLedger
 
 RUNBOOKS = PROJECT_ROOT / "docs" / "runbooks"
 TESTS = Path(__file__).resolve().parent
@@ -310,6 +313,29 @@ def _audit_after_offboarding(world: World) -> Callable[[], None]:
         assert world.repo.sops("decrypt", str(spliced), identity=alice).returncode != 0
         spliced.unlink()
         assert world.repo.ops("exposure", "--strict").code == 0
+def _status_reminders(world: World) -> Callable[[], None]:
+    # step 1 of the runbook is done by hand in an editor (sops edit): the bot's token is stored
+    bot = "syt_" + registration_token()
+    plaintext = "".join(f"{k}: {v}\n" for k, v in world.old_tokens.items()) + f"matrix-notify-token: {bot}\n"
+    world.repo.encrypt(SECRETS, plaintext)
+    world.repo.git("commit", "-qam", "the notification bot's token")
+    # the registration token is overdue: the reminder has something to say
+    ledger = RotationLedger.load(world.repo.root)
+    ledger.record_rotation(SECRETS, "matrix-registration-token", when=datetime.now(UTC) - timedelta(days=120), by="dan", reason="x")
+    ledger.save()
+    world.repo.git("add", "-A")
+    world.repo.git("commit", "-qm", "ledger")
+
+    def after() -> None:
+        posts = [r for r in world.service.requests if r["method"] == "PUT"]
+        assert len(posts) == 1, posts  # the setup check (--notify-always); the timer runs the same code
+        for post in posts:
+            assert post["path"].startswith("/_matrix/client/v3/rooms/!ops:clarun.xyz/send/m.room.message/")
+            assert post["auth"] == f"Bearer {bot}"
+            assert "1 overdue" in post["body"]["body"] and "matrix-registration-token" in post["body"]["body"]
+            assert bot not in post["body"]["body"]
+            for value in world.old_tokens.values():
+                assert value not in post["body"]["body"]
         _git_clean(world)
 
     return after
@@ -317,6 +343,7 @@ def _audit_after_offboarding(world: World) -> Callable[[], None]:
 
 SCENARIOS: dict[str, Callable[[World], Callable[[], None]]] = {
     "audit-after-offboarding.md": _audit_after_offboarding,
+    "status-reminders.md": _status_reminders,
     "rotate-slack-tokens.md": _rotate_slack_tokens,
     "rotate-matrix-registration-token.md": _rotate_matrix_token,
     "offboard-engineer.md": _offboard_engineer,

@@ -9,10 +9,11 @@ import click
 
 from opssecrets.errors import BadInput, Findings
 from opssecrets.ledger import LEDGER_PATH, RotationLedger
-from opssecrets.policy import load_policy
+from opssecrets.policy import Policy, load_policy
 from opssecrets.repo import Repo
 from opssecrets.rotation import (
     STATES,
+    StatusRow,
     Target,
     VerifyOptions,
     current_value,
@@ -200,17 +201,37 @@ def verify(ctx: click.Context, key: str, file: str | None, slack_api_url: str | 
     return 0
 
 
+def _notify(repo: Repo, policy: Policy, rows: list[StatusRow], *, always: bool, homeserver: str | None) -> None:
+    from opssecrets import notify
+
+    room = notify.settings(policy).room  # a missing [notify] table fails even on a quiet day
+    notice = notify.compose(rows, repo.root.name)
+    if not notice.needs_action and not always:
+        click.echo("Nothing exposed, overdue or due: nothing posted (--notify-always posts anyway).", err=True)
+        return
+    notify.post(repo, policy, notice, homeserver=homeserver)
+    click.echo(f"Posted the summary to {room}.", err=True)
+
+
 @click.command("status", epilog=EXIT_CODES)
 @click.option("--json", "as_json", is_flag=True, help='Print {"secrets": [...]} for scripts.')
 @click.option("--strict", is_flag=True, help="Exit 1 when any secret is overdue or exposed (for CI).")
+@click.option(
+    "--notify",
+    is_flag=True,
+    help="Post a summary of what is exposed, overdue or due to the policy's [notify] Matrix room; nothing when all is well.",
+)
+@click.option("--notify-always", is_flag=True, help="Like --notify, and post even when all is well (a heartbeat).")
+@homeserver_option
 @click.pass_context
-def status(ctx: click.Context, as_json: bool, strict: bool) -> int:
+def status(ctx: click.Context, as_json: bool, strict: bool, notify: bool, notify_always: bool, homeserver: str | None) -> int:
     """Every key of every encrypted file: kind, last rotation, age, max age and state.
 
     States, worst first: exposed (a removed reader could read it, as the ledger or the last
     'opssecrets exposure' audit of git history says; rotate it), overdue (older
     than its max age), due (within 14 days of it), unknown (never rotated through opssecrets;
-    age from the file's sops lastmodified), ok. Reads no values and needs no identity.
+    age from the file's sops lastmodified), ok. Reads no values and needs no identity, except
+    --notify, which decrypts the bot's access token (the [notify] table's token_key) to post.
     """
     from opssecrets.output import emit_json, render_table
 
@@ -240,6 +261,8 @@ def status(ctx: click.Context, as_json: bool, strict: bool) -> int:
             f"{len(rows)} secrets: {summary or 'none'}" + ("  (* age from sops lastmodified)" if counts["unknown"] else ""),
             err=True,
         )
+    if notify or notify_always:
+        _notify(repo, policy, rows, always=notify_always, homeserver=homeserver)
     bad = [row for row in rows if row.state in ("overdue", "exposed")]
     if strict and bad:
         raise Findings(f"{len(bad)} secret(s) overdue or exposed: rotate them with 'opssecrets rotate KEY --file FILE'")
