@@ -1,10 +1,11 @@
-"""Keyed fingerprints of secret values: HMAC-SHA256 with a key that never leaves this machine.
+"""Keyed fingerprints of secret values: HMAC-SHA256 under a key that never leaves this machine.
 
-A plain hash of a short token can be brute-forced or looked up, and it lets anyone with
-the repository test a guess. A keyed one names "the same value" and "a different value"
-to the person who holds the key, and nothing to anyone else. The key is 32 random bytes in
-the repository's state folder (inside ``.git``, never committed), mode 0600, made on first
-use. ``textconv`` uses it; the guard's fingerprints can share it.
+A plain hash (or a prefix) of a value in a CI log or a diff lets anyone test guesses of a
+human password offline. A keyed fingerprint says "the same value" or "a different value" to
+whoever holds the key and nothing to anyone else. The key is ``$OPSSECRETS_FINGERPRINT_KEY``
+(a CI secret, so committed allowlist entries match there too), else ``fingerprint.key`` in the
+repository's state folder (inside ``.git``, never committed): 32 random bytes as hex, made 0600
+on first use, opened without following a symlink. The guard's findings and ``textconv`` share it.
 """
 
 from __future__ import annotations
@@ -15,43 +16,54 @@ import os
 import secrets
 from pathlib import Path
 
-from opssecrets.errors import EnvironmentProblem
-
-KEY_NAME = "fingerprint.key"
-KEY_BYTES = 32
+KEY_ENV = "OPSSECRETS_FINGERPRINT_KEY"
+KEY_FILE = "fingerprint.key"
+PREFIX = "hmac-sha256:"
 DIGEST_HEX = 16  # 64 bits: enough to tell values apart in a review, short enough to read
+_MIN_KEY = 32
 
 
-def fingerprint_key(state_dir: Path) -> bytes:
-    """The local fingerprint key, created (0600) on first use."""
-    path = state_dir / KEY_NAME
+def fingerprint_key(state_dir: Path) -> bytes | None:
+    """The key, created on first use; None when it can be neither read nor made (a read-only
+    checkout): callers then show no fingerprint rather than a weaker one."""
+    from_env = os.environ.get(KEY_ENV)
+    if from_env:
+        return from_env.encode("utf-8")
+    path = state_dir / KEY_FILE
     try:
-        data = path.read_bytes()
+        return _read_key(path)
     except FileNotFoundError:
-        data = b""
-    except OSError as exc:
-        raise EnvironmentProblem(f"cannot read the fingerprint key {path} ({exc.strerror}); fix its permissions") from None
-    if len(data) == KEY_BYTES:
-        return data
-    if data:
-        raise EnvironmentProblem(f"{path} is not a {KEY_BYTES}-byte key; delete it and a new one is made")
-    return _create(path)
-
-
-def _create(path: Path) -> bytes:
-    key = secrets.token_bytes(KEY_BYTES)
+        pass
+    except OSError:
+        return None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return fingerprint_key(path.parent)  # another process made it first: use theirs
-    except OSError as exc:
-        raise EnvironmentProblem(f"cannot create the fingerprint key {path} ({exc.strerror})") from None
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(key)
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except FileExistsError:  # another run made it first: use theirs
+        return _read_or_none(path)
+    except OSError:
+        return None
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(secrets.token_hex(_MIN_KEY) + "\n")
+    return _read_or_none(path)
+
+
+def _read_key(path: Path) -> bytes:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "rb") as handle:
+        key = handle.read(4096).strip()
+    if len(key) < _MIN_KEY:
+        raise OSError(f"{path}: too short to be a key")
     return key
 
 
+def _read_or_none(path: Path) -> bytes | None:
+    try:
+        return _read_key(path)
+    except OSError:
+        return None
+
+
 def keyed_fingerprint(key: bytes, value: bytes) -> str:
-    """``hmac:`` and the first 16 hex digits of HMAC-SHA256(key, value)."""
-    return "hmac:" + hmac.new(key, value, hashlib.sha256).hexdigest()[:DIGEST_HEX]
+    """``hmac-sha256:`` and the first 16 hex digits of HMAC-SHA256(key, value)."""
+    return PREFIX + hmac.new(key, value, hashlib.sha256).hexdigest()[:DIGEST_HEX]

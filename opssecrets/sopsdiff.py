@@ -157,7 +157,7 @@ def render_text(diffs: list[FileDiff], label: Callable[[str], str]) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-def textconv_text(side: SopsSide, decrypt: Decrypt, key: bytes, label: Callable[[str], str]) -> str:
+def textconv_text(side: SopsSide, decrypt: Decrypt, key: bytes | None, label: Callable[[str], str]) -> str:
     """The file as ``git diff`` should see it: recipients, then keys with keyed fingerprints."""
     from opssecrets.fingerprint import keyed_fingerprint
 
@@ -170,11 +170,13 @@ def textconv_text(side: SopsSide, decrypt: Decrypt, key: bytes, label: Callable[
     lines += [f"  {label(r)}" for r in sorted(side.recipients)]
     lines.append("keys:")
     for name in side.leaves:
-        if isinstance(plain, dict):
+        if not isinstance(plain, dict):
+            lines.append(f"  {name}: (encrypted)")
+        elif key is None:
+            lines.append(f"  {name}: (no fingerprint: the local fingerprint key cannot be read or made)")
+        else:
             value = plain.get(name)
             encoded = value if isinstance(value, str) else json.dumps(value)
             lines.append(f"  {name}: {keyed_fingerprint(key, encoded.encode('utf-8'))}")
-        else:
-            lines.append(f"  {name}: (encrypted)")
     del plain
     return "\n".join(lines) + "\n"

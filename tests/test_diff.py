@@ -111,7 +111,7 @@ def test_git_diff_with_the_textconv_driver_shows_keys_never_values(repo: OpsRepo
     repo.git("add", "-A")
     repo.git("commit", "-qm", "rotate")
     log = subprocess.run(["git", "log", "-p", "--no-color", "-1", "--", SECRETS], cwd=repo.root, capture_output=True, text=True, check=True)
-    assert "+  added: hmac:" in log.stdout and new["added"] not in log.stdout
+    assert "+  added: hmac-sha256:" in log.stdout and new["added"] not in log.stdout
 
 
 def test_diff_of_a_binary_sops_file(repo: OpsRepo) -> None:

@@ -119,7 +119,7 @@ def run_check(root: Path, options: CheckOptions) -> CheckReport:
     """Run the guard on ``root`` (the repository root) and return what it found."""
     global _SCAN_STATE
     from opssecrets import git
-    from opssecrets.guard.findings import fingerprint_key
+    from opssecrets.fingerprint import fingerprint_key
 
     policy = _leak_policy(root, options.base)
     scanner = LeakScanner(policy, fingerprint_key(git.state_dir(root)))
