@@ -178,6 +178,23 @@ def head_commit(root: Path) -> str | None:
     return proc.stdout.decode().strip() or None
 
 
+def is_shallow(root: Path) -> bool:
+    """Whether the clone's history is cut off (``git clone --depth N``): older commits, and
+    the recipients they removed, are not here to read."""
+    if not is_git_repo(root):
+        return False
+    proc = _git(["rev-parse", "--is-shallow-repository"], root)
+    return proc.returncode == 0 and proc.stdout.strip() == b"true"
+
+
+def history_complete_since(root: Path, commit: str | None) -> bool:
+    """Whether every commit from ``commit`` to HEAD is here: always in a full clone; in a
+    shallow one only when ``commit`` itself is present and an ancestor of HEAD."""
+    if not is_shallow(root):
+        return True
+    return commit is not None and _git(["merge-base", "--is-ancestor", commit, "HEAD"], root).returncode == 0
+
+
 def file_history_patch(root: Path, relpath: str, since: str | None = None, after_commit: str | None = None) -> str:
     """The patches that changed ``relpath``, as text: committed ones (those after
     ``after_commit`` when it is an ancestor of HEAD, else those ``since`` an ISO time, else
@@ -268,11 +285,6 @@ def history_blobs(root: Path) -> list[tuple[str, str, str]]:
             continue
         i += 1
     return out
-
-
-def is_shallow(root: Path) -> bool:
-    proc = _git(["rev-parse", "--is-shallow-repository"], root)
-    return proc.returncode == 0 and proc.stdout.strip() == b"true"
 
 
 def shallow_boundary(root: Path) -> list[str]:

@@ -210,20 +210,8 @@ class RotationLedger:
         return json.dumps(self.to_json(), indent=2, sort_keys=False) + "\n"
 
     def save(self) -> None:
-        text = self.render()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".ledger-", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        _write_bytes_atomic(self.path, self.render().encode("utf-8"))
 
 
 def _files_from_json(data: Any) -> dict[str, FileRecord]:
@@ -349,6 +337,55 @@ def record_exposures(root: Path, plan: Plan, reader: str, when: datetime | None 
     with editing(root) as ledger:
         for change in rotated:
             ledger.mark_exposed(change.relpath, change.keys, reader=reader, when=moment, operator=who)
+
+
+@contextlib.contextmanager
+def exposures_undone_on_failure(root: Path, plan: Plan) -> Iterator[None]:
+    """Around a recipient change whose exposures were recorded first: if the change fails
+    before any file was replaced, it never happened (the reader still reads everything, and
+    the run says so), so the ledger goes back byte for byte. A run killed outright keeps
+    them: the next run finishes the change. A failure after some file was replaced keeps
+    them too: those exposures did happen."""
+    path = root / LEDGER_PATH
+    try:
+        saved: bytes | None = path.read_bytes()
+    except FileNotFoundError:
+        saved = None
+    originals = {change.relpath: _digest(root / change.relpath) for change in plan.files}
+    try:
+        yield
+    except BaseException:
+        if all(_digest(root / rel) == digest for rel, digest in originals.items()):
+            with ledger_lock(root):
+                if saved is None:
+                    path.unlink(missing_ok=True)
+                else:
+                    _write_bytes_atomic(path, saved)
+        raise
+
+
+def _digest(path: Path) -> bytes | None:
+    import hashlib
+
+    try:
+        return hashlib.sha256(path.read_bytes()).digest()
+    except OSError:
+        return None
+
+
+def _write_bytes_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".ledger-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def record_data_key_rotations(root: Path, plan: Plan, when: datetime | None = None) -> None:

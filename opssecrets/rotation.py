@@ -244,6 +244,13 @@ def data_key_rotation_reasons(repo: Repo, ledger: RotationLedger, target: Target
         if readers:
             reasons.append("exposed to " + ", ".join(readers))
     current = target.secret_file.metadata.age_recipients
+    recorded_head = record.data_key_head if record is not None and record.data_key_rotated_at is not None else None
+    if not git.history_complete_since(repo.root, recorded_head):
+        # the history that would show a removed reader is not in this clone: the safe side
+        reasons.append(
+            "this is a shallow clone, so git history cannot show who was removed since the last data-key rotation "
+            "(run 'git fetch --unshallow' to decide from the full history)"
+        )
     if record is not None and record.data_key_rotated_at is not None and record.data_key_readers is not None:
         # Who could ever hold the current data key: its readers when it was made, and anyone
         # added to the file since (a later removal of them counts).

@@ -19,11 +19,54 @@ from typing import Any
 from opssecrets.rules import POLICY_KEYS
 
 FORMATS = {".yaml": "yaml", ".yml": "yaml", ".json": "json", ".env": "dotenv", ".ini": "ini"}
+# Where the content does not parse as the name says, other formats are tried in this order: JSON before YAML (JSON is
+# YAML too) and both before the line formats, which would read almost any text. A format is
+# tried only where its metadata marker appears (a linear scan), so a hostile file costs one
+# parse, not four.
+_SNIFF_ORDER = ("json", "yaml", "dotenv", "ini")
+_MARKERS = {
+    "json": re.compile(r'"sops"\s*:'),
+    "yaml": re.compile(r"^sops:", re.M),
+    "dotenv": re.compile(r"^sops_", re.M),
+    "ini": re.compile(r"^\[sops\]", re.M),
+}
 
 
 def file_format(path: Path | str) -> str:
-    """sops' store for a path, by extension as sops picks it (``binary`` otherwise)."""
-    return FORMATS.get(Path(path).suffix.lower(), "binary")
+    """sops' store for a path, from its name as sops picks it (``binary`` otherwise).
+
+    sops tests the end of the name (``strings.HasSuffix``), not Python's ``suffix``: a file
+    named exactly ``.env`` is dotenv to sops, while ``Path(".env").suffix`` is empty."""
+    name = Path(path).name.lower()
+    for ending, fmt in FORMATS.items():
+        if name.endswith(ending):
+            return fmt
+    return "binary"
+
+
+def other_format(path: Path | str, text: str) -> str | None:
+    """A store other than the name's guess in which ``text`` holds sops metadata, or None."""
+    guess = file_format(path)
+    for fmt in _SNIFF_ORDER:
+        if fmt != guess and _MARKERS[fmt].search(text) and _parsed_as(path, text, fmt) is not None:
+            return fmt
+    return None
+
+
+def _parsed_as(path: Path | str, text: str, fmt: str) -> tuple[dict[str, Any], SopsMetadata] | None:
+    try:
+        tree, meta = parse_tree(path, text, fmt)
+        return tree, metadata_from(meta)
+    except Exception:  # any parser's error: not this format
+        return None
+
+
+def sops_type_args(path: Path | str, fmt: str) -> tuple[str, ...]:
+    """The ``--input-type``/``--output-type`` flags sops needs for a file whose content is
+    ``fmt`` although its name says otherwise (empty when the name says it)."""
+    if fmt == file_format(path):
+        return ()
+    return ("--input-type", fmt, "--output-type", fmt)
 
 
 class NotASopsFile(Exception):
@@ -58,6 +101,11 @@ class SecretFile:
     format: str
     tree: Mapping[str, Any]
     metadata: SopsMetadata
+
+    @property
+    def sops_type_args(self) -> tuple[str, ...]:
+        """Flags sops needs to read this file when its name does not say its format."""
+        return sops_type_args(self.path, self.format)
 
     def key_paths(self) -> list[str]:
         """Every leaf key, nested with ``/`` as sops-nix names them (``slack/bot_token``)."""
@@ -140,9 +188,10 @@ def _parse_yaml(text: str) -> Any:
     return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
 
 
-def parse_tree(path: Path, text: str) -> tuple[dict[str, Any], Any]:
-    """Return ``(tree without sops, raw sops metadata)`` for any sops format."""
-    fmt = file_format(path)
+def parse_tree(path: Path | str, text: str, fmt: str | None = None) -> tuple[dict[str, Any], Any]:
+    """Return ``(tree without sops, raw sops metadata)`` for any sops format (``fmt``, else
+    the one the name says)."""
+    fmt = fmt or file_format(path)
     if fmt == "dotenv":
         tree: dict[str, Any] = {}
         flat: dict[str, str] = {}
@@ -162,7 +211,8 @@ def parse_tree(path: Path, text: str) -> tuple[dict[str, Any], Any]:
         tree = {section: dict(parser[section]) for section in parser.sections() if section != "sops"}
         meta = _unflatten(dict(parser["sops"])) if parser.has_section("sops") else None
         return tree, meta
-    data = json.loads(text) if fmt == "json" else _parse_yaml(text)
+    # sops' binary store writes JSON ({"data": "ENC[...]", "sops": {...}})
+    data = json.loads(text) if fmt in ("json", "binary") else _parse_yaml(text)
     if not isinstance(data, dict):
         return {}, None
     meta = data.get("sops")
@@ -186,8 +236,6 @@ def _groups_from(meta: Mapping[str, Any]) -> tuple[SopsGroup, ...]:
     return tuple(groups)
 
 
-
-
 def metadata_from(meta: Any) -> SopsMetadata:
     if not isinstance(meta, Mapping) or ("version" not in meta and "mac" not in meta):
         raise NotASopsFile("no sops metadata")
@@ -209,11 +257,19 @@ def read_secret_file(path: Path, text: str | None = None) -> SecretFile:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise NotASopsFile(str(exc)) from exc
+    fmt = file_format(path)
     try:
-        tree, meta = parse_tree(path, text)
-    except Exception as exc:  # any parser's error means: not a file sops wrote
-        raise NotASopsFile(f"cannot parse as {file_format(path)}: {exc.__class__.__name__}") from exc
-    return SecretFile(path=path, format=file_format(path), tree=tree, metadata=metadata_from(meta))
+        tree, meta = parse_tree(path, text, fmt)
+        return SecretFile(path=path, format=fmt, tree=tree, metadata=metadata_from(meta))
+    except Exception as exc:  # any parser's error means: not a file sops wrote, under that name's format
+        other = other_format(path, text)  # by content: encrypted with --input-type, or renamed
+        if other is None:
+            if isinstance(exc, NotASopsFile):
+                raise
+            raise NotASopsFile(f"cannot parse as {fmt}: {exc.__class__.__name__}") from exc
+    found = _parsed_as(path, text, other)
+    assert found is not None
+    return SecretFile(path=path, format=other, tree=found[0], metadata=found[1])
 
 
 def looks_like_sops_file(head: bytes) -> bool:

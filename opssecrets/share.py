@@ -55,12 +55,34 @@ class SharedSecret:
     label: str
     recipient: str
     armored: bytes
+    outside_rule: bool = False
 
 
-def share_secret(repo: Repo, key: str, to: str, file: Path | None = None) -> SharedSecret:
-    """Encrypt the current value of ``key`` to ``to`` with age, ASCII-armored."""
+def rule_readers(repo: Repo, rel: str) -> frozenset[str]:
+    """The age recipients meant to read ``rel``: its creation rule's, or, where no rule covers
+    it, those its own metadata lists."""
+    from opssecrets.rules import matching_rule
+    from opssecrets.sopsconfig import SopsConfig
+
+    rule = matching_rule(SopsConfig.load(repo.require_config()).rules, rel)
+    if rule is not None:
+        return frozenset(rule.age_recipients)
+    return frozenset(k for sf in repo.secret_files([rel]) for k in sf.metadata.age_recipients)
+
+
+def share_secret(repo: Repo, key: str, to: str, file: Path | None = None, *, outside_rule: bool = False) -> SharedSecret:
+    """Encrypt the current value of ``key`` to ``to`` with age, ASCII-armored.
+
+    A recipient the file's rule does not include is refused unless ``outside_rule``; then the
+    hand-over is recorded in the ledger as an exposure of ``key`` to them (until it is rotated)."""
     label, recipient = resolve_recipient(repo, to)
     rel = find_key_file(repo, key, file)
+    outside = recipient not in rule_readers(repo, rel)
+    if outside and not outside_rule:
+        raise BadInput(
+            f"{label} is not among the readers .sops.yaml names for {rel}; grant them access instead, "
+            "or pass --outside-rule to hand the value over anyway (recorded in the ledger as exposed to them)"
+        )
     age = find_age()  # before decrypting: fail early without holding a value
     require_plugins([(f"sharing {key} with {label}", recipient)])  # age runs age-plugin-NAME for it
     value = repo.sops.extract(rel, key)
@@ -70,4 +92,8 @@ def share_secret(repo: Repo, key: str, to: str, file: Path | None = None) -> Sha
             f"age could not encrypt to {label} (exit {proc.returncode}): {stderr_summary(proc.stderr)}",
             stderr_summary(proc.stderr),
         )
-    return SharedSecret(rel, key, label, recipient, proc.stdout)
+    if outside:
+        from opssecrets.ledger import mark_exposed
+
+        mark_exposed(repo.root, rel, [key], reader=label)
+    return SharedSecret(rel, key, label, recipient, proc.stdout, outside)

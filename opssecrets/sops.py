@@ -296,11 +296,14 @@ class Sops:
             raise classify_sops_failure(proc, "decrypt", relpath)
         return proc.stdout
 
-    def updatekeys(self, relpaths: Sequence[str], *, cwd: Path, config: Path) -> None:
-        """Re-wrap each file's data key for its rule's recipients, in one process."""
+    def updatekeys(self, relpaths: Sequence[str], *, cwd: Path, config: Path, type_args: Sequence[str] = ()) -> None:
+        """Re-wrap each file's data key for its rule's recipients, in one process.
+
+        ``type_args`` (``--input-type X``) for files whose name does not say their format."""
         if not relpaths:
             return
-        proc = self.call(("updatekeys", "-y", *map(safe_path, relpaths)), cwd=cwd, config=config, timeout=DEFAULT_TIMEOUT + len(relpaths))
+        args = ("updatekeys", "-y", *type_args[:2], *map(safe_path, relpaths))
+        proc = self.call(args, cwd=cwd, config=config, timeout=DEFAULT_TIMEOUT + len(relpaths))
         if proc.returncode != 0:
             failed = failed_updatekeys_file(proc.stderr)
             if failed is None:
@@ -309,9 +312,14 @@ class Sops:
             code = SOPS_NO_KEY_DECRYPTS if b"Failed to get the data key" in block else proc.returncode
             raise classify_sops_failure(subprocess.CompletedProcess(proc.args, code, b"", block), "updatekeys", name)
 
-    def rotate(self, relpath: str, *, cwd: Path, config: Path | None = None) -> None:
-        """A new data key for one file, every value re-encrypted; recipients unchanged."""
-        proc = self.call(("rotate", "-i", safe_path(relpath)), cwd=cwd, config=config)
+    def rotate(
+        self, relpath: str, *, cwd: Path, config: Path | None = None, remove: Sequence[str] = (), type_args: Sequence[str] = ()
+    ) -> None:
+        """A new data key for one file, every value re-encrypted; recipients unchanged but for
+        the age recipients in ``remove`` (dropped from the file's own metadata, so this works
+        on files no creation rule covers)."""
+        drop = ("--rm-age", ",".join(remove)) if remove else ()
+        proc = self.call(("rotate", "-i", *drop, *type_args, safe_path(relpath)), cwd=cwd, config=config)
         if proc.returncode != 0:
             raise classify_sops_failure(proc, "rotate", relpath)
 

@@ -93,6 +93,11 @@ class FileChange:
     added: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)  # the secret key names in the file
+    # removed keys dropped from the file's own metadata by ``sops rotate --rm-age``: on a file
+    # no rule covers, that is the only way to reach them (updatekeys needs a rule)
+    drop: list[str] = field(default_factory=list)
+    no_rule: bool = False
+    type_args: tuple[str, ...] = ()  # sops flags for a file whose name does not say its format
 
 
 @dataclass
@@ -123,7 +128,9 @@ def plan_files(
 ) -> list[FileChange]:
     """The files a config change affects: whose rule's recipients changed (or that hold a
     removed key) and that do not already match the new rule. Files already in line cost
-    nothing: no sops call is planned for them."""
+    nothing: no sops call is planned for them. A file no rule covers (encrypted by hand, or
+    before a rule changed) is planned when its own metadata lists a removed key: that key is
+    dropped from it and its data key rotated."""
     changes: list[FileChange] = []
     removed = set(removed_keys)
     for secret in repo.secret_files(list(only) if only is not None else None):
@@ -131,6 +138,20 @@ def plan_files(
         rule_after = matching_rule(after.rules, rel)
         rule_before = matching_rule(before.rules, rel)
         if rule_after is None:
+            held = sorted(removed & secret.metadata.age_recipients)
+            if held:
+                changes.append(
+                    FileChange(
+                        relpath=rel,
+                        updatekeys=False,
+                        rotate=True,
+                        removed=held,
+                        keys=secret.key_paths(),
+                        drop=held,
+                        no_rule=True,
+                        type_args=secret.sops_type_args,
+                    )
+                )
             continue
         # a removed key only counts where it loses access: it may still read other rules
         holds_removed = bool(removed & (secret.metadata.age_recipients - set(rule_after.age_recipients)))
@@ -140,14 +161,21 @@ def plan_files(
             continue
         wanted = set(rule_after.age_recipients)
         have = set(secret.metadata.age_recipients)
+        drop = removed & (have - wanted) if holds_removed else set()
+        # after the rotation drops them, updatekeys is needed only if the file still differs
+        # (and must not run when it does not: an operator who removed their own key can no
+        # longer open the file)
+        still_drifts = recipient_groups(rule_after) != tuple(group - drop for group in file_groups(secret))
         changes.append(
             FileChange(
                 relpath=rel,
-                updatekeys=drift,
+                updatekeys=still_drifts,
                 rotate=holds_removed,
                 added=sorted(wanted - have),
                 removed=sorted(have - wanted),
                 keys=secret.key_paths(),
+                drop=sorted(drop),
+                type_args=secret.sops_type_args,
             )
         )
     return changes
@@ -187,16 +215,22 @@ def apply(repo: Repo, plan: Plan, progress: Callable[[int, int, str], None] | No
             target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             _write_private(target, source.read_bytes())
         total = len(plan.files)
-        to_update = [c.relpath for c in plan.files if c.updatekeys]
-        try:
-            repo.sops.updatekeys(to_update, cwd=stage, config=stage_config)
-        except OpsError as exc:
-            raise _unstaged(exc, stage) from None
-        if progress:
-            progress(len(to_update), total, "re-wrapping data keys")
-        to_rotate = [c.relpath for c in plan.files if c.rotate]
+        # Rotate first, while the old recipients (the operator among them, even one removing
+        # their own key) can still open the data key; the removed keys are dropped in the same
+        # step, so the new data key is never wrapped for them. updatekeys then brings each file
+        # in line with its rule.
+        to_rotate = [c for c in plan.files if c.rotate]
         if to_rotate:
             _rotate_all(repo, to_rotate, stage, stage_config, progress)
+        to_update = [c for c in plan.files if c.updatekeys]
+        for type_args in sorted({c.type_args for c in to_update}):
+            try:
+                batch = [c.relpath for c in to_update if c.type_args == type_args]
+                repo.sops.updatekeys(batch, cwd=stage, config=stage_config, type_args=type_args)
+            except OpsError as exc:
+                raise _unstaged(exc, stage) from None
+        if progress:
+            progress(len(to_update), total, "re-wrapping data keys")
         for change in plan.files:
             staged = stage / change.relpath
             original = repo.root / change.relpath
@@ -230,22 +264,24 @@ def _write_private(path: Path, data: bytes) -> None:
         handle.write(data)
 
 
-def _rotate_all(repo: Repo, relpaths: Sequence[str], stage: Path, config: Path, progress: Callable[[int, int, str], None] | None) -> None:
+def _rotate_all(
+    repo: Repo, changes: Sequence[FileChange], stage: Path, config: Path, progress: Callable[[int, int, str], None] | None
+) -> None:
     done = 0
     errors: list[OpsError] = []
 
-    def rotate_one(rel: str) -> None:
+    def rotate_one(change: FileChange) -> None:
         try:
-            repo.sops.rotate(rel, cwd=stage, config=config)
+            repo.sops.rotate(change.relpath, cwd=stage, config=config, remove=change.drop, type_args=change.type_args)
         except OpsError as exc:
-            errors.append(exc)
+            errors.append(_unstaged(exc, stage))
 
     workers = max(1, min(8, (os.cpu_count() or 2) * 2))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for _ in pool.map(rotate_one, relpaths):
+        for _ in pool.map(rotate_one, changes):
             done += 1
             if progress:
-                progress(done, len(relpaths), "rotating data keys")
+                progress(done, len(changes), "rotating data keys")
     if errors:
         raise errors[0]
 

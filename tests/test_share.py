@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import subprocess
 from pathlib import Path
@@ -44,14 +45,15 @@ def open_with(identity: AgeKey, armored: str, tmp_path: Path) -> str:
 
 def test_share_encrypts_the_current_value_to_the_named_recipient(repo: OpsRepo, team: dict[str, AgeKey], tmp_path: Path) -> None:
     token = slack_like_token()
-    repo.encrypt("secrets/secrets.yaml", f"slack:\n  bot_token: {token}\nacme-email: ops@example.org\n")
+    repo.encrypt("projects/hello-bot/secrets.yaml", f"slack:\n  bot_token: {token}\nacme-email: ops@example.org\n")
     before = repo.snapshot()
     result = repo.ops_proc("share", "slack/bot_token", "--to", "alice")
     assert result.code == 0, result
     assert result.out.startswith(ARMOR) and result.out.rstrip().endswith("-----END AGE ENCRYPTED FILE-----")
     assert open_with(team["alice"], result.out, tmp_path) == token
     assert token not in result.out + result.err
-    assert "alice" in result.err and "secrets/secrets.yaml" in result.err
+    assert "alice" in result.err and "projects/hello-bot/secrets.yaml" in result.err
+    assert "outside the rule" not in result.err  # alice reads that rule: nothing to record
     assert repo.snapshot() == before
     # not readable by anyone else, the sharer included
     keyfile = tmp_path / "dan.txt"
@@ -71,7 +73,7 @@ def test_share_to_an_age_recipient_and_the_value_goes_to_age_on_stdin(
     spy.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{log}"\nexec "{find_age().path}" "$@"\n')
     spy.chmod(0o755)
     monkeypatch.setenv("OPSSECRETS_AGE", str(spy))
-    result = repo.ops("share", "bot_token", "--to", outsider.recipient)
+    result = repo.ops("share", "bot_token", "--to", outsider.recipient, "--outside-rule")
     assert result.code == 0, result
     assert open_with(outsider, result.out, tmp_path) == token
     argv = log.read_text()
@@ -122,7 +124,7 @@ def test_a_value_you_cannot_read_cannot_be_shared(
 ) -> None:
     repo.encrypt("secrets/a.yaml", f"token: {slack_like_token()}\n")
     monkeypatch.setenv("SOPS_AGE_KEY", team["alice"].identity)  # alice is not a recipient of secrets/
-    result = repo.ops("share", "token", "--to", "alice")
+    result = repo.ops("share", "token", "--to", "dan")
     assert result.code == 3, result
     assert "no identity here can decrypt secrets/a.yaml" in result.err
 
@@ -132,6 +134,30 @@ def test_missing_age_is_reported_before_anything_is_decrypted(
 ) -> None:
     repo.encrypt("secrets/a.yaml", f"token: {slack_like_token()}\n")
     monkeypatch.setenv("OPSSECRETS_AGE", str(tmp_path / "no-age-here"))
-    result = repo.ops("share", "token", "--to", "alice")
+    result = repo.ops("share", "token", "--to", "dan")
     assert result.code == 3, result
     assert "OPSSECRETS_AGE" in result.err
+
+
+def test_share_outside_the_rule_is_refused_unless_asked_and_then_recorded_as_an_exposure(
+    repo: OpsRepo, team: dict[str, AgeKey], tmp_path: Path
+) -> None:
+    """alice does not read secrets/: handing her a value there is an exposure, never silent."""
+    token = slack_like_token()
+    repo.encrypt("secrets/secrets.yaml", f"slack:\n  bot_token: {token}\n")
+    before = repo.snapshot()
+    refused = repo.ops("share", "slack/bot_token", "--to", "alice")
+    assert refused.code == 2, refused
+    assert "alice is not among the readers" in refused.err and "--outside-rule" in refused.err
+    assert refused.err.count("\n") == 1 and refused.out == ""
+    assert repo.snapshot() == before  # no ledger entry, no file
+    done = repo.ops("share", "slack/bot_token", "--to", "alice", "--outside-rule")
+    assert done.code == 0, done
+    assert open_with(team["alice"], done.out, tmp_path) == token
+    assert "recorded in the ledger as exposed" in done.err
+    ledger = json.loads((repo.root / ".opssecrets/ledger.json").read_text())
+    exposures = ledger["files"]["secrets/secrets.yaml"]["keys"]["slack/bot_token"]["exposed_to"]
+    assert [e["reader"] for e in exposures] == ["alice"]
+    status = repo.ops("status", "--json")
+    rows = {row["key"]: row for row in json.loads(status.out)["secrets"]}
+    assert rows["slack/bot_token"]["state"] == "exposed"

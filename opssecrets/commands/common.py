@@ -42,7 +42,7 @@ def show_plan(plan: Plan, *, dry_run: bool, as_json: bool = False) -> None:
             "file": change.relpath,
             "added": [after.label_for_key(k) for k in change.added],
             "removed": [before.label_for_key(k) for k in change.removed],
-            "data key": "rotated" if change.rotate else "kept",
+            "data key": ("rotated (no rule covers it)" if change.no_rule else "rotated") if change.rotate else "kept",
         }
         for change in plan.files
     ]

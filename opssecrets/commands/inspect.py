@@ -49,6 +49,8 @@ def access(ctx: click.Context, paths: tuple[Path, ...], as_json: bool) -> int:
     config = SopsConfig.load(repo.require_config())
     only = [repo.relpath(p) for p in paths] if paths else None
     rows = file_access(repo, config, only)
+    if not as_json:  # JSON keeps null; people read the words
+        rows = [{**row, "rule": "no rule" if row["rule"] is None else row["rule"]} for row in rows]
     emit(
         rows,
         ["file", "rule", "should_read", "can_read", "differs"],

@@ -12,7 +12,7 @@ from opssecrets import recipients as edits
 from opssecrets.commands.common import current_repo, dry_run_option, json_option, progress_bar, say, show_plan
 from opssecrets.errors import EXIT_FINDINGS, BadInput
 from opssecrets.keys import age_key_from, parse_ssh_public_key
-from opssecrets.ledger import record_data_key_rotations, record_exposures
+from opssecrets.ledger import exposures_undone_on_failure, record_data_key_rotations, record_exposures
 from opssecrets.output import render_table
 from opssecrets.repo import Repo
 from opssecrets.sopsconfig import SopsConfig, check_name, write_atomic
@@ -42,9 +42,10 @@ def _change(
         plan = Plan(before, edit.after, plan_files(repo, before, edit.after, edit.removed_keys), list(edit.notes))
         if not dry_run:
             check_plugins(plan)  # before the ledger records anything
-            if edit.exposed_to is not None:
-                record_exposures(repo.root, plan, edit.exposed_to)
-            apply(repo, plan, progress_bar)
+            with exposures_undone_on_failure(repo.root, plan):
+                if edit.exposed_to is not None:
+                    record_exposures(repo.root, plan, edit.exposed_to)
+                apply(repo, plan, progress_bar)
             record_data_key_rotations(repo.root, plan)
     show_plan(plan, dry_run=dry_run, as_json=as_json)
     return plan, edit

@@ -19,8 +19,13 @@ from opssecrets.repo import Repo
     type=click.Path(dir_okay=False, path_type=Path),
     help="The secret file holding KEY (needed only when several files have it).",
 )
+@click.option(
+    "--outside-rule",
+    is_flag=True,
+    help="Hand it to someone the file's rule does not include; recorded in the ledger as exposed to them.",
+)
 @click.pass_context
-def share(ctx: click.Context, key: str, to: str, file: Path | None) -> int:
+def share(ctx: click.Context, key: str, to: str, file: Path | None, outside_rule: bool) -> int:
     """Hand one secret's current value to one person: encrypted with age to them, armored on stdout.
 
     KEY is named as sops-nix names it (slack/bot_token). Send the output instead of
@@ -29,7 +34,7 @@ def share(ctx: click.Context, key: str, to: str, file: Path | None) -> int:
     repo = Repo.locate(ctx.obj["repo"])
     from opssecrets.share import share_secret
 
-    shared = share_secret(repo, key, to, file)
+    shared = share_secret(repo, key, to, file, outside_rule=outside_rule)
     sys.stdout.buffer.write(shared.armored)
     sys.stdout.flush()
     click.echo(
@@ -37,4 +42,10 @@ def share(ctx: click.Context, key: str, to: str, file: Path | None) -> int:
         "They read it with: opssecrets identity export | age -d -i - SAVED_FILE (or age -d -i KEYS_FILE SAVED_FILE).",
         err=True,
     )
+    if shared.outside_rule:
+        click.echo(
+            f"{shared.label} is outside the rule for {shared.file}: recorded in the ledger as exposed to them; "
+            f"rotate {shared.key} when the hand-over is done ('opssecrets rotate {shared.key} --file {shared.file}').",
+            err=True,
+        )
     return 0

@@ -18,7 +18,7 @@ from typing import Any
 from opssecrets.errors import BadInput
 from opssecrets.guard.findings import Finding
 from opssecrets.rules import CreationRule, matching_rule, rules_from_data
-from opssecrets.secretfile import NotASopsFile, SopsMetadata, file_format, metadata_from, parse_tree
+from opssecrets.secretfile import NotASopsFile, SopsMetadata, file_format, metadata_from, other_format, parse_tree
 
 CONFIG_NAME = ".sops.yaml"
 DEFAULT_UNENCRYPTED_SUFFIX = "_unencrypted"
@@ -208,10 +208,16 @@ def _leaves(text: str, fmt: str) -> Iterator[_Leaf]:
     return _yaml_leaves(text)
 
 
+def _metadata(rel: str, text: str, fmt: str) -> SopsMetadata:
+    if fmt == "yaml":
+        return _yaml_metadata(text)
+    _, raw_meta = parse_tree(Path(rel), text, fmt)
+    return metadata_from(raw_meta)
+
+
 def check_covered_file(rel: str, data: bytes, rule: CreationRule) -> list[Finding]:
     """Findings for one file a rule covers: not a sops file, plaintext values, no mac, drift."""
     where = rule.label
-    fmt = file_format(rel)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -223,12 +229,16 @@ def check_covered_file(rel: str, data: bytes, rule: CreationRule) -> list[Findin
                 f"covered by .sops.yaml {where} but is not a sops file (binary or not UTF-8); encrypt it: sops encrypt -i {rel}",
             )
         ]
+    fmt = file_format(rel)
     try:
-        if fmt == "yaml":
-            metadata = _yaml_metadata(text)
-        else:
-            _, raw_meta = parse_tree(Path(rel), text)
-            metadata = metadata_from(raw_meta)
+        try:
+            metadata = _metadata(rel, text, fmt)
+        except Exception:
+            other = other_format(rel, text)  # by content: encrypted with --input-type, or renamed
+            if other is None:
+                raise
+            fmt = other
+            metadata = _metadata(rel, text, fmt)
     except NotASopsFile:
         return [
             Finding(
