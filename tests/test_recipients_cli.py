@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import stat
@@ -14,7 +15,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from opssecrets.keys import parse_ssh_public_key
+from opssecrets.keys import parse_ssh_public_key, recipient_from_public_bytes
 from tests.conftest import AgeKey, OpsRepo
 
 SECRETS = "matrix-registration-token: reg-0001\nacme-email: ops@example.invalid\nslack:\n    bot_token: bot-0001\n"
@@ -231,12 +232,27 @@ def test_files_in_line_cost_no_sops_call(platform: OpsRepo, tmp_path: Path) -> N
         (["add-engineer", "eve", "--age-key", "AGEKEY", "--project", "nope"], "no project 'nope'"),
         (["grant", "dan", "nope"], "no project 'nope'"),
         (["add-host", "clarun", "--ssh-host-key", "not a key"], "not an SSH public key"),
+        (["add-project", "pj\n"], "project name 'pj\\n' cannot be used"),
+        (["add-engineer", "eve\n", "--age-key", "AGEKEY"], "name 'eve\\n' cannot be used"),
+        (["add-engineer", "admin_eve", "--age-key", "AGEKEY"], "starts with 'admin_', which makes it an admin"),
+        (["add-engineer", "server_x", "--age-key", "AGEKEY"], "starts with 'server_', which makes it a host"),
+        (["add-host", "admin_x", "--ssh-host-key", "SSHHOST"], "starts with 'admin_', which makes it an admin"),
+        (["add-engineer", "eve", "--age-key", "ZERO"], "low-order X25519 point"),
+        (["add-host", "web2", "--ssh-host-key", "FORGED"], "not a valid ed25519 public key"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_changes_nothing(platform: OpsRepo, tmp_path: Path, args: list[str], message: str) -> None:
     rsa = tmp_path / "id_rsa"
     subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-N", "", "-f", str(rsa)], check=True)
-    swap = {"AGEKEY": AgeKey.new().recipient, "OPERATOR": platform.operator.recipient, "RSA": (tmp_path / "id_rsa.pub").read_text()}
+    identity_point = b"".join(len(p).to_bytes(4, "big") + p for p in (b"ssh-ed25519", bytes([1]) + bytes(31)))
+    swap = {
+        "AGEKEY": AgeKey.new().recipient,
+        "OPERATOR": platform.operator.recipient,
+        "RSA": (tmp_path / "id_rsa.pub").read_text(),
+        "ZERO": recipient_from_public_bytes(bytes(32)),
+        "SSHHOST": ssh_host_key(),
+        "FORGED": "ssh-ed25519 " + base64.b64encode(identity_point).decode() + " forged",
+    }
     args = [swap.get(a, a) for a in args]
     before = platform.snapshot()
     result = platform.ops(*args)
