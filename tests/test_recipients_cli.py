@@ -389,3 +389,69 @@ def test_in_a_git_worktree_the_lock_and_staging_stay_out_of_the_work_tree(platfo
     assert proc.returncode == 0, proc.stderr
     status = subprocess.run(["git", "status", "--porcelain"], cwd=tree, capture_output=True, text=True, check=True).stdout
     assert status.split() == ["M", ".sops.yaml", "M", "secrets/projects/hello-bot/secrets.yaml", "M", "secrets/secrets.yaml"]
+
+
+# ------------------------------------------------- adopted configs with other key types
+
+PGP_FP = "F095F28F7B1BA4DD0D93554EE179454B201E23CA"
+KMS_ARN = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
+@pytest.fixture
+def mixed(repo: OpsRepo) -> OpsRepo:
+    """A config whose first rules are protected by KMS and PGP only; the last by age."""
+    (repo.root / ".sops.yaml").write_text(
+        f"keys:\n  - &admin_dan {repo.operator.recipient}\n  - &joerg {PGP_FP}\ncreation_rules:\n"
+        f"  - path_regex: ^cloud/\n    kms: {KMS_ARN}\n"
+        "  - path_regex: ^pgp/\n    key_groups:\n    - pgp:\n      - *joerg\n"
+        "  - path_regex: ^secrets/\n    key_groups:\n    - age:\n      - *admin_dan\n"
+    )
+    (repo.root / "secrets").mkdir()
+    repo.encrypt("secrets/app.yaml", "token: t-0001\n")
+    return repo
+
+
+def test_admin_and_host_leave_kms_and_pgp_rules_alone_and_say_so(mixed: OpsRepo) -> None:
+    eve = AgeKey.new()
+    result = mixed.ops("add-engineer", "eve", "--admin", "--age-key", eve.recipient)
+    assert result.code == 0, result
+    assert "left alone: rule 1 (^cloud/): protected by kms only" in result.err
+    assert "left alone: rule 2 (^pgp/): protected by pgp only" in result.err
+    text = (mixed.root / ".sops.yaml").read_text()
+    untouched = f"  - path_regex: ^cloud/\n    kms: {KMS_ARN}\n  - path_regex: ^pgp/\n    key_groups:\n    - pgp:\n      - *joerg\n  - path"
+    assert untouched in text
+    assert can_read(mixed, "secrets/app.yaml", eve)
+    result = mixed.ops("add-host", "web", "--ssh-host-key", ssh_host_key())
+    assert result.code == 0 and "left alone: rule 1 (^cloud/): protected by kms only" in result.err
+    assert (mixed.root / ".sops.yaml").read_text().count("*host_web") == 1
+
+
+def test_remove_engineer_of_a_pgp_anchor_is_exit_2_and_changes_nothing(mixed: OpsRepo) -> None:
+    before = mixed.snapshot()
+    result = mixed.ops("remove-engineer", "joerg")
+    assert result.code == 2, result
+    assert "joerg is a PGP key" in result.err and result.err.count("\n") == 1
+    assert mixed.snapshot() == before
+
+
+def test_duplicate_creation_rules_are_exit_2_naming_the_line(mixed: OpsRepo) -> None:
+    path = mixed.root / ".sops.yaml"
+    path.write_text(path.read_text() + f"creation_rules:\n  - age: {AgeKey.new().recipient}\n")
+    before = mixed.snapshot()
+    result = mixed.ops("add-engineer", "eve", "--admin", "--age-key", AgeKey.new().recipient)
+    assert result.code == 2 and "line 15: the key 'creation_rules' appears twice" in result.err, result
+    assert mixed.snapshot() == before
+    lint = mixed.ops("lint")
+    assert lint.code == 1 and "appears twice" in lint.out
+
+
+def test_recipients_shows_where_each_role_came_from(repo: OpsRepo) -> None:
+    alice, web = AgeKey.new(), AgeKey.new()
+    (repo.root / ".sops.yaml").write_text(
+        f"keys:\n  users:\n    - &alice {alice.recipient}\n  hosts:\n    - &web {web.recipient}\n"
+        "creation_rules:\n  - path_regex: ^secrets/\n    age: [*alice, *web]\n"
+    )
+    result = repo.ops("recipients", "--json")
+    assert result.code == 0, result
+    rows = {row["name"]: (row["role"], row["role_from"]) for row in json.loads(result.out)["recipients"]}
+    assert rows == {"alice": ("engineer", "listed under users"), "web": ("host", "listed under hosts")}
