@@ -25,6 +25,9 @@ PLUGIN_RECIPIENT_PREFIX = "age1"  # then the plugin name: age1yubikey1...
 PLUGIN_IDENTITY_PREFIX = "age-plugin-"  # then the name and '-': AGE-PLUGIN-YUBIKEY-1...
 _PLUGIN_NAME = re.compile(r"[a-z0-9+._-]+")  # what age accepts as a plugin name
 _P = 2**255 - 19
+_D = -121665 * pow(121666, _P - 2, _P) % _P  # the Edwards25519 curve constant
+_L = 2**252 + 27742317777372353535851937790883648493  # the order of its prime subgroup
+_SQRT_M1 = pow(2, (_P - 1) // 4, _P)
 
 
 def _polymod(values: list[int]) -> int:
@@ -117,6 +120,12 @@ def check_age_recipient(text: str) -> str:
         raise BadInput(
             f"{_preview(key)!r} is neither an X25519 age recipient nor an age plugin recipient (age1NAME1..., lower case); copy it again"
         )
+    decoded = bech32_decode(key)
+    if is_age_recipient(key) and decoded is not None and is_low_order_x25519(decoded[1]):
+        raise BadInput(
+            f"{_preview(key)!r} is a low-order X25519 point, not anyone's public key (anything encrypted to it is readable "
+            "by all or by none); pass the output of 'age-keygen -y'"
+        )
     return key
 
 
@@ -142,6 +151,19 @@ def plugin_of_identity(text: str) -> str | None:
         return None
     name = decoded[0][len(PLUGIN_IDENTITY_PREFIX) : -1]
     return name if _PLUGIN_NAME.fullmatch(name) else None
+
+
+def is_low_order_x25519(public: bytes) -> bool:
+    """Whether an X25519 public key is one of the small-order points (all-zero, 1, p-1, the
+    order-8 points, or their non-canonical encodings): a shared secret with it is all zeros,
+    which age refuses, so sops fails at encryption time, long after the key was accepted."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+    try:
+        X25519PrivateKey.generate().exchange(X25519PublicKey.from_public_bytes(public))
+    except ValueError:
+        return True
+    return False
 
 
 def _preview(text: str) -> str:
@@ -226,7 +248,58 @@ def parse_ssh_public_key(text: str) -> SshPublicKey:
     fields = _ssh_string_fields(blob)
     if len(fields) != 2 or fields[0] != b"ssh-ed25519" or len(fields[1]) != 32:
         raise BadInput("the SSH key line says ssh-ed25519 but its contents are not an ed25519 key")
+    if not is_ed25519_public_key(fields[1]):
+        # keys come from Forgejo profiles and pasted lines: untrusted input, and a bad point
+        # converts to a low-order (or meaningless) age recipient
+        raise BadInput("the SSH key is not a valid ed25519 public key (not a point of large order on the curve); copy it again")
     return SshPublicKey(key_type, blob, (match.group("comment") or "").strip())
+
+
+def _edwards_decode(encoded: bytes) -> tuple[int, int] | None:
+    """The affine point an ed25519 public key encodes (RFC 8032 5.1.3), None when it is none."""
+    y = int.from_bytes(encoded, "little") & ((1 << 255) - 1)
+    sign = encoded[31] >> 7
+    if y >= _P:
+        return None
+    x2 = (y * y - 1) * pow(_D * y * y + 1, _P - 2, _P) % _P
+    x = pow(x2, (_P + 3) // 8, _P)
+    if (x * x - x2) % _P:
+        x = x * _SQRT_M1 % _P
+    if (x * x - x2) % _P:
+        return None
+    if x == 0 and sign:
+        return None
+    if x & 1 != sign:
+        x = _P - x
+    return x, y
+
+
+def _edwards_add(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
+    (x1, y1), (x2, y2) = a, b
+    t = _D * x1 * x2 * y1 * y2 % _P
+    x3 = (x1 * y2 + x2 * y1) * pow(1 + t, _P - 2, _P) % _P
+    y3 = (y1 * y2 + x1 * x2) * pow(1 - t, _P - 2, _P) % _P
+    return x3, y3
+
+
+def _edwards_times(point: tuple[int, int], scalar: int) -> tuple[int, int]:
+    result = (0, 1)
+    while scalar:
+        if scalar & 1:
+            result = _edwards_add(result, point)
+        point = _edwards_add(point, point)
+        scalar >>= 1
+    return result
+
+
+def is_ed25519_public_key(encoded: bytes) -> bool:
+    """Whether 32 bytes encode a point of the curve in its prime-order subgroup, as every
+    real ed25519 public key (a multiple of the base point) is: not off the curve, not one of
+    the eight small-order points, no small-order component."""
+    point = _edwards_decode(encoded)
+    if point is None or _edwards_times(point, 8) == (0, 1):
+        return False
+    return _edwards_times(point, _L) == (0, 1)
 
 
 def ed25519_public_to_x25519(point: bytes) -> bytes:

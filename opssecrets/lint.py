@@ -7,8 +7,9 @@ from collections import Counter
 from dataclasses import dataclass
 
 from opssecrets.errors import BadInput
-from opssecrets.keys import is_age_recipient, plugin_of_recipient
+from opssecrets.keys import bech32_decode, is_age_recipient, is_low_order_x25519, plugin_of_recipient
 from opssecrets.regex_samples import sample_matches
+from opssecrets.rules import KEY_TYPES
 from opssecrets.sopsconfig import NAME_PATTERN, SopsConfig
 
 
@@ -36,6 +37,7 @@ def lint(config: SopsConfig) -> list[Problem]:
     problems += _keys(config)
     problems += _regexes_and_reachability(config)
     problems += _unknown_rule_keys(config)
+    problems += _scalars_in_key_groups(config)
     problems += _coverage(config)
     problems += _key_groups(config)
     return problems
@@ -71,13 +73,46 @@ def _names(config: SopsConfig) -> list[Problem]:
     for name, count in anchors.items():
         if count > 1:
             out.append(Problem("error", f"&{name}", f"anchor &{name} is defined {count} times; give each recipient one name"))
-        if not NAME_PATTERN.match(name):
+        if not NAME_PATTERN.fullmatch(name) and not _sops_reads_as_name(name):
             out.append(Problem("error", f"&{name}", f"anchor name {name!r} is not parseable by sops; use letters, digits, '_' and '-'"))
     keys = Counter(r.key for r in config.recipients if r.name is not None)
     for key, count in keys.items():
         if count > 1:
             names = ", ".join(r.name or "?" for r in config.recipients if r.key == key)
             out.append(Problem("error", names, f"one key has {count} names ({names}); keep one"))
+    return out
+
+
+def _sops_reads_as_name(anchor: str) -> bool:
+    """Whether sops (go-yaml) reads ``anchor`` as a valid name and a following indicator:
+    its scanner ends a name at the first character outside ``[A-Za-z0-9_-]`` and accepts
+    ``:`` there, so ruamel's ``&users:`` is sops' ``&users`` then ``:``."""
+    name = re.match(r"[A-Za-z0-9_-]*", anchor)
+    assert name is not None
+    rest = anchor[name.end() :]
+    return bool(name.group()) and rest[:1] in (":", "?", ",", "%", "@", "`")
+
+
+def _scalars_in_key_groups(config: SopsConfig) -> list[Problem]:
+    """Inside key_groups sops reads each key type as a list; a scalar there (``age: *x``
+    after ``- pgp: [...]``) makes it refuse the whole file."""
+    out: list[Problem] = []
+    for rule, node in zip(config.rules, config.rule_nodes, strict=False):
+        groups = node.get("key_groups") if node.kind == "map" else None
+        if groups is None or groups.resolved().kind != "seq":
+            continue
+        for number, group in enumerate(groups.resolved().items, start=1):
+            group = group.resolved()
+            for key_node, value in group.pairs if group.kind == "map" else []:
+                if key_node.value in KEY_TYPES and value.resolved().kind == "scalar" and value.resolved().value != "":
+                    out.append(
+                        Problem(
+                            "error",
+                            rule.label,
+                            f"key group {number}: '{key_node.value}' is a single value, but sops needs a list inside "
+                            f"key_groups (it refuses the whole file): write '{key_node.value}: [...]'",
+                        )
+                    )
     return out
 
 
@@ -90,7 +125,14 @@ def _keys(config: SopsConfig) -> list[Problem]:
         if key in seen:
             continue
         seen.add(key)
-        if is_age_recipient(key) or plugin_of_recipient(key) is not None:
+        decoded = bech32_decode(key)
+        if is_age_recipient(key) and decoded is not None:
+            if is_low_order_x25519(decoded[1]):
+                out.append(
+                    Problem("error", config.name_for_key(key) or key[:16] + "...", f"{key[:16]}... is a low-order point, not a public key")
+                )
+            continue
+        if plugin_of_recipient(key) is not None:
             continue  # a plugin recipient (age1yubikey1...): valid, its payload is the plugin's business
         name = config.name_for_key(key)
         out.append(
@@ -135,13 +177,28 @@ def _coverage(config: SopsConfig) -> list[Problem]:
     out: list[Problem] = []
     admins = {r.key for r in config.recipients if r.role == "admin"}
     hosts = {r.key for r in config.recipients if r.role == "host"}
+    # A config that names no admin (or no host) at all is one finding, not one per rule:
+    # an adopted file with its own layout would otherwise start with a wall of warnings.
+    if config.rules and not admins:
+        out.append(
+            Problem(
+                "warning",
+                "recipients",
+                "no recipient is an admin (anchor prefix admin_, or listed under 'admins:'): "
+                "mark the people who must always read everything, or coverage cannot be checked",
+            )
+        )
+    if config.rules and not hosts:
+        out.append(
+            Problem("warning", "recipients", "no recipient is a host (anchor prefix host_, or listed under 'hosts:')")
+        )
     for rule in config.rules:
         keys = set(rule.age_recipients)
         if not rule.has_recipients or not keys:
             continue
-        if not keys & hosts:
+        if hosts and not keys & hosts:
             out.append(Problem("warning", rule.label, "no host reads this rule: nothing can deploy these secrets"))
-        if len(keys & admins) < 2:
+        if admins and len(keys & admins) < 2:
             out.append(Problem("warning", rule.label, f"{len(keys & admins)} admin(s) read this rule: one lost key away from losing it"))
     return out
 

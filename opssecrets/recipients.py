@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from opssecrets.errors import BadInput
 from opssecrets.rules import CreationRule
-from opssecrets.sopsconfig import PROJECT_PREFIX, Recipient, SopsConfig, check_name, project_regex, short_name
+from opssecrets.sopsconfig import PROJECT_PREFIX, Recipient, SopsConfig, anchor_for, check_name, project_regex, short_name
 
 
 @dataclass(frozen=True)
@@ -55,32 +55,45 @@ def _rules_for_projects(config: SopsConfig, projects: Sequence[str]) -> list[Cre
 
 def _join(config: SopsConfig, anchor: str, rules: Sequence[CreationRule], *, every_rule: bool) -> SopsConfig:
     recipient = config.named()[anchor]
-    for rule in rules:
-        config = config.with_key_in_rule(rule.index, recipient, through_shared=every_rule)
-    return config
+    return config.with_key_in_rules([rule.index for rule in rules], recipient, through_shared=every_rule)
 
 
 def _every_rule(config: SopsConfig) -> list[CreationRule]:
-    return [rule for rule in config.rules if rule.has_recipients]
+    """The rules an admin or an every-rule host joins: those already read with age keys.
+
+    A rule protected only by KMS, PGP, Vault or Azure keys is left alone: an age key there
+    would let someone decrypt without the cloud IAM or the hardware token the rule asks for."""
+    return [rule for rule in config.rules if rule.age_recipients]
+
+
+def _left_alone(config: SopsConfig) -> tuple[str, ...]:
+    notes = []
+    for rule in config.rules:
+        if rule.age_recipients:
+            continue
+        kinds = sorted({kind for group in rule.groups for kind, _ in group.other})
+        why = f"protected by {' and '.join(kinds)} only" if kinds else "no recipients in it (its keys come from elsewhere)"
+        notes.append(f"left alone: {rule.label}: {why}")
+    return tuple(notes)
 
 
 def add_engineer(config: SopsConfig, name: str, key: str, *, admin: bool, projects: Sequence[str]) -> Edit:
-    anchor = f"admin_{name}" if admin else name
+    anchor = anchor_for(name, "admin" if admin else "engineer")
     rules = _every_rule(config) if admin else _rules_for_projects(config, projects)
     after = _join(_define(config, name, anchor, key), anchor, rules, every_rule=admin)
     notes: tuple[str, ...] = ()
     if not rules:
         notes = (f"{name} reads no rule yet: give access with 'opssecrets grant {name} PROJECT' (or add them with --admin)",)
-    skipped = [rule for rule in config.rules if not rule.has_recipients]
-    if admin and skipped:
-        notes += (f"left alone: {len(skipped)} rule(s) without recipients in {config.source} (their keys come from elsewhere)",)
+    if admin:
+        notes += _left_alone(config)
     return Edit(after, (), notes)
 
 
 def add_host(config: SopsConfig, name: str, key: str, *, projects: Sequence[str]) -> Edit:
-    anchor = f"host_{name}"
+    anchor = anchor_for(name, "host")
     rules = _rules_for_projects(config, projects) if projects else _every_rule(config)
-    return Edit(_join(_define(config, name, anchor, key), anchor, rules, every_rule=not projects))
+    notes = () if projects else _left_alone(config)
+    return Edit(_join(_define(config, name, anchor, key), anchor, rules, every_rule=not projects), (), notes)
 
 
 def replace_host_key(config: SopsConfig, name: str, key: str, *, compromised: bool = False) -> Edit:
@@ -105,9 +118,15 @@ def remove(config: SopsConfig, name: str, role: str) -> tuple[Edit, Recipient]:
         raise BadInput(f"{recipient.label} is not a host; use 'opssecrets remove-engineer {name}'")
     if role != "host" and recipient.role == "host":
         raise BadInput(f"{recipient.label} is a host; use 'opssecrets remove-host {short_name(recipient.label)}'")
-    after = config
-    for rule in config.rules_with(recipient.key):
-        after = after.with_key_removed_from_rule(rule.index, recipient.key, through_shared=True)
+    if recipient.key_type != "age":
+        # the re-encryption and data key rotation that make a removal real are built on age
+        # recipients; half a removal (the anchor gone, files still wrapped for the key) is worse
+        kind = "PGP key" if recipient.key_type == "pgp" else "non-age key"
+        raise BadInput(
+            f"{recipient.label} is a {kind} ({recipient.key[:16]}...); opssecrets removes age recipients only: "
+            "remove it from .sops.yaml by hand, then 'sops updatekeys' and 'sops rotate -i' each file it could read"
+        )
+    after = config.with_key_removed_from_rules(recipient.key, through_shared=True)
     if recipient.name is not None:
         after = after.without_recipient(recipient.name)
     return Edit(after, (recipient.key,), exposed_to=short_name(recipient.label)), recipient
@@ -141,6 +160,8 @@ def add_project(config: SopsConfig, project: str, members: Sequence[str], hosts:
 
 def grant(config: SopsConfig, name: str, project: str) -> Edit:
     recipient = config.find(name)
+    if recipient.key_type != "age":
+        raise BadInput(f"{recipient.label} is not an age key; opssecrets grants age recipients only: edit the rule by hand")
     (rule,) = _rules_for_projects(config, [project])
     if recipient.key in rule.age_recipients:
         return Edit(config, (), (f"{recipient.label} already reads project {project}",))

@@ -23,10 +23,14 @@ from opssecrets.keys import is_age_recipient, plugin_of_recipient
 from opssecrets.rules import CreationRule, refuse_symlink, rules_from_data
 from opssecrets.yamltree import Node, parse
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
+# \Z, not $: "$" also matches before a final newline, which let "pj\n" through
+NAME_PATTERN = re.compile(r"\A[A-Za-z0-9_-]+\Z")
 ROLE_PREFIXES = (("admin_", "admin"), ("host_", "host"), ("server_", "host"), ("machine_", "host"), ("user_", "engineer"))
 PROJECT_PREFIX = "secrets/projects/"
-MAX_CONFIG_CHARS = 64 * 1024
+# Real configs reach tens of KB (a 77 KiB one serves a cluster of about 40 hosts); reading
+# runs at a few hundred KB a second, so the cap sits far above any real file. Hostile input
+# is kept out by the depth, alias-expansion and read-time limits (opssecrets.yamltree).
+MAX_CONFIG_CHARS = 4 * 1024 * 1024
 
 
 def role_of(name: str | None) -> str:
@@ -46,9 +50,31 @@ def short_name(name: str) -> str:
 
 
 def check_name(name: str, what: str = "name") -> str:
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         raise BadInput(f"{what} {name!r} cannot be used: sops only parses anchor names of letters, digits, '_' and '-'")
     return name
+
+
+_ROLE_COMMAND = {"admin": "'add-engineer NAME --admin'", "host": "'add-host NAME'", "engineer": "'add-engineer NAME'"}
+_DEFAULT_PREFIX = {"admin": "admin_", "host": "host_", "engineer": ""}
+
+
+def anchor_for(name: str, role: str) -> str:
+    """The anchor a new recipient ``name`` of ``role`` gets (``dan`` -> ``admin_dan``).
+
+    The anchor prefix is the role, so a name that already carries one (``admin_eve``,
+    ``server_x``) is accepted only by the command that gives that role: otherwise
+    ``add-engineer admin_eve`` would quietly make an admin."""
+    check_name(name)
+    for prefix, prefix_role in ROLE_PREFIXES:
+        if name.startswith(prefix):
+            if prefix_role != role:
+                raise BadInput(
+                    f"name {name!r} starts with {prefix!r}, which makes it {'an' if prefix_role[0] in 'ae' else 'a'} "
+                    f"{prefix_role}: use {_ROLE_COMMAND[prefix_role]}, or a name without that prefix"
+                )
+            return name
+    return _DEFAULT_PREFIX[role] + name
 
 
 def project_regex(project: str) -> str:
@@ -56,16 +82,43 @@ def project_regex(project: str) -> str:
     return f"^{PROJECT_PREFIX}{check_name(project, 'project name')}/"
 
 
+# Adopted configs group keys instead of prefixing them: `- &hosts: [...]`, `hosts: [...]`
+GROUP_ROLES = {
+    "admins": "admin", "admin": "admin",
+    "hosts": "host", "host": "host", "machines": "host", "machine": "host", "servers": "host", "server": "host",
+    "users": "engineer", "user": "engineer",
+}  # fmt: skip
+# a folder named after a host under hosts/ (machines/, servers/): `hosts/kazuki/secrets\.yaml$`
+HOST_PATH = re.compile(r"(?:^|/)(?:hosts|machines|servers)/((?:[^/]*/)*)")
+
+
 @dataclass(frozen=True)
 class Recipient:
-    """A key that can read secrets: its anchor name (if any), its key text, its role."""
+    """A key that can read secrets: its anchor name (if any), its key text, its role.
+
+    The role comes from the anchor prefix; else from the structure the key is listed in
+    (``inferred``: role and where it came from), else it is an engineer."""
 
     name: str | None
     key: str
+    inferred: tuple[str, str] | None = None
 
     @property
     def role(self) -> str:
+        if self.inferred is not None and role_of(self.name) == "engineer":
+            return self.inferred[0]
         return role_of(self.name)
+
+    @property
+    def role_from(self) -> str:
+        if self.name is None:
+            return "no anchor"
+        if role_of(self.name) != "engineer" or self.name.startswith("user_"):
+            prefix = next(p for p, _ in ROLE_PREFIXES if self.name.startswith(p))
+            return f"anchor prefix {prefix}"
+        if self.inferred is not None:
+            return self.inferred[1]
+        return "default (no role prefix)"
 
     @property
     def label(self) -> str:
@@ -108,10 +161,13 @@ class SopsConfig:
     def __init__(self, text: str, source: str = ".sops.yaml") -> None:
         self.text = text
         self.source = source
+        first_newline = text.find("\n")
+        self.newline = "\r\n" if first_newline > 0 and text[first_newline - 1] == "\r" else "\n"
         if len(text) > MAX_CONFIG_CHARS:
-            # the round-trip parser reads about 100 KB a second: past this size a hostile
-            # file would stall every command (real ones are a few KB)
-            raise BadInput(f"{source} is {len(text) // 1024} KiB; a .sops.yaml is a few KiB (at most 64 KiB here): fix the file")
+            raise BadInput(
+                f"{source} is {len(text) // 1024} KiB; real .sops.yaml files are at most a few hundred KiB "
+                f"(the limit here is {MAX_CONFIG_CHARS // (1024 * 1024)} MiB): fix the file"
+            )
         root = parse(text, source)
         if root is None:
             root = Node("map", 0, 0)
@@ -152,10 +208,14 @@ class SopsConfig:
     def _collect_recipients(self) -> list[Recipient]:
         named: dict[str, Recipient] = {}
         seen_keys: set[str] = set()
+        groups = self._group_roles()
+        path_roles = self._path_roles()
         for node in self._anchored_key_nodes():
             assert node.anchor is not None
-            named.setdefault(node.anchor, Recipient(node.anchor, node.value.strip()))
-            seen_keys.add(node.value.strip())
+            key = node.value.strip()
+            inferred = groups.get(id(node)) or path_roles.get((node.anchor, key))
+            named.setdefault(node.anchor, Recipient(node.anchor, key, inferred))
+            seen_keys.add(key)
         unnamed: dict[str, Recipient] = {}
         for rule in self.rules:
             for group in rule.groups:
@@ -163,6 +223,37 @@ class SopsConfig:
                     if key not in seen_keys:
                         unnamed.setdefault(key, Recipient(None, key))
         return list(named.values()) + list(unnamed.values())
+
+    def _group_roles(self) -> dict[int, tuple[str, str]]:
+        """Roles of anchored keys listed under a ``hosts:``/``users:``/``admins:``... group
+        (a mapping key, or an anchor such as ``- &hosts:``), keyed by ``id(node)``."""
+        out: dict[int, tuple[str, str]] = {}
+
+        def visit(node: Node, found: tuple[str, str] | None) -> None:
+            if node.kind == "scalar" and node.anchor is not None and found is not None:
+                out[id(node)] = found
+            here = _group_label(node.anchor) or found
+            for item in node.items:
+                visit(item, here)
+            for key, value in node.pairs:
+                label = _group_label(key.value if key.kind == "scalar" else None) or _group_label(key.anchor)
+                visit(value, label or here)
+
+        visit(self.root, None)
+        return out
+
+    def _path_roles(self) -> dict[tuple[str, str], tuple[str, str]]:
+        """A key read by a rule for ``hosts/NAME/...`` under its own anchor name is that
+        host's; keyed by ``(name, key)``. One pass over the rules (files can be large)."""
+        out: dict[tuple[str, str], tuple[str, str]] = {}
+        for rule in self.rules:
+            if rule.path_regex is None:
+                continue
+            for match in HOST_PATH.finditer(rule.path_regex):
+                for folder in match.group(1).split("/"):
+                    for key in rule.age_recipients:
+                        out.setdefault((folder, key), ("host", f"path {rule.path_regex}"))
+        return out
 
     def named(self) -> dict[str, Recipient]:
         return {r.name: r for r in self.recipients if r.name is not None}
@@ -218,8 +309,11 @@ class SopsConfig:
         return self.text.rfind("\n", 0, index) + 1
 
     def _line_end(self, index: int) -> int:
+        """Where the line holding ``index`` ends: its newline, or the ``\r`` of a CRLF."""
         end = self.text.find("\n", index)
-        return len(self.text) if end == -1 else end
+        if end == -1:
+            return len(self.text)
+        return end - 1 if end > index and self.text[end - 1] == "\r" else end
 
     def _content_end(self, node: Node) -> int:
         end = node.end
@@ -244,15 +338,23 @@ class SopsConfig:
         start = self._line_start(first)
         end = self._line_end(last_content_end)
         if start > 0:
-            return Splice(start - 1, end, "")
-        return Splice(0, min(end + 1, len(self.text)), "")
+            cut = start - 1
+            if cut > 0 and self.text[cut - 1] == "\r":
+                cut -= 1
+            return Splice(cut, end, "")
+        newline = len(self.newline) if self.text.startswith(self.newline, end) else 0
+        return Splice(0, end + newline, "")
 
     def _owns_line(self, node_start: int, allow_dash: bool) -> bool:
         prefix = self.text[self._line_start(node_start) : node_start].strip()
         return prefix == "" or (allow_dash and prefix == "-")
 
     def _edited(self, splices: Sequence[Splice]) -> SopsConfig:
-        return SopsConfig(apply_splices(self.text, splices), self.source)
+        return SopsConfig(apply_splices(self.text, [Splice(s.start, s.end, self._own_newlines(s.text)) for s in splices]), self.source)
+
+    def _own_newlines(self, text: str) -> str:
+        """``text`` with the file's own line ending (a CRLF file gets CRLF lines)."""
+        return text.replace("\n", self.newline) if self.newline != "\n" else text
 
     # ------------------------------------------------------------- groups
     def _group_nodes(self, rule_index: int) -> list[Node]:
@@ -279,7 +381,8 @@ class SopsConfig:
             dash = " " * self._rules_dash_column()
             block = f"keys:\n{dash}- &{name} {key}\n"
             if first_key is None:
-                return SopsConfig(self.text + ("" if self.text.endswith("\n") or not self.text else "\n") + block, self.source)
+                tail = "" if self.text.endswith("\n") or not self.text else "\n"
+                return SopsConfig(self.text + self._own_newlines(tail + block), self.source)
             at = self._line_start(first_key.start)
             return self._edited([Splice(at, at, block)])
         key_node, value = entry
@@ -338,14 +441,26 @@ class SopsConfig:
 
         ``through_shared`` allows editing a recipient list that several rules share through
         a YAML merge (right when the recipient joins every rule anyway)."""
-        if recipient.key in self.rules[rule_index].age_recipients:
-            return self
-        groups = self._group_nodes(rule_index)
-        homes = [h for h in (self._age_home(g) for g in groups) if h is not None]
-        home, shared = homes[0] if homes else (groups[0], False)
-        if shared and not through_shared:
-            raise self._refuse_shared(rule_index)
-        return self._edited([self._add_to_group(home, recipient, rule_index)])
+        return self.with_key_in_rules([rule_index], recipient, through_shared=through_shared)
+
+    def with_key_in_rules(self, rule_indexes: Sequence[int], recipient: Recipient, *, through_shared: bool = False) -> SopsConfig:
+        """:meth:`with_key_in_rule` for several rules, spliced in one pass: a config with
+        hundreds of rules is parsed once, not once per rule."""
+        splices: list[Splice] = []
+        homes_done: set[int] = set()
+        for rule_index in rule_indexes:
+            if recipient.key in self.rules[rule_index].age_recipients:
+                continue
+            groups = self._group_nodes(rule_index)
+            homes = [h for h in (self._age_home(g) for g in groups) if h is not None]
+            home, shared = homes[0] if homes else (groups[0], False)
+            if shared and not through_shared:
+                raise self._refuse_shared(rule_index)
+            if id(home) in homes_done:  # one list shared by several rules (a `<<` merge)
+                continue
+            homes_done.add(id(home))
+            splices.append(self._add_to_group(home, recipient, rule_index))
+        return self._edited(splices) if splices else self
 
     def _reference(self, recipient: Recipient, at: int) -> str:
         """``*name`` when the anchor is defined before ``at`` (YAML needs that), else the key."""
@@ -364,7 +479,11 @@ class SopsConfig:
             last_value = group.pairs[-1][1]
             at = self._line_end(self._content_end(last_value))
             indent = " " * self._column(group.pairs[0][0].start)
-            return Splice(at, at, f"\n{indent}age: {self._reference(recipient, at)}")
+            ref = self._reference(recipient, at)
+            # inside key_groups sops reads every key type as a list: a scalar there makes it
+            # refuse the whole config ("cannot unmarshal !!str into []string")
+            value_text = f"[{ref}]" if self.rules[rule_index].uses_key_groups else ref
+            return Splice(at, at, f"\n{indent}age: {value_text}")
         _, value = entry
         ref = self._reference(recipient, value.start)
         if value.kind == "alias":
@@ -410,6 +529,21 @@ class SopsConfig:
         config = self
         while key in config.rules[rule_index].age_recipients:
             config = config._edited(config._removal_splices(rule_index, key, through_shared))
+        return config
+
+    def with_key_removed_from_rules(self, key: str, *, through_shared: bool = False) -> SopsConfig:
+        """Remove ``key`` from every rule: one splice per rule in a single pass while the
+        splices are independent, then rule by rule for whatever is left (a key listed twice)."""
+        splices: dict[tuple[int, int, str], Splice] = {}
+        for rule in self.rules_with(key):
+            for splice in self._removal_splices(rule.index, key, through_shared):
+                splices.setdefault((splice.start, splice.end, splice.text), splice)
+        ordered = sorted(splices.values(), key=lambda s: (s.start, s.end))
+        config = self
+        if all(a.end <= b.start for a, b in itertools.pairwise(ordered)):
+            config = self._edited(ordered) if ordered else self
+        for rule in config.rules_with(key):
+            config = config.with_key_removed_from_rule(rule.index, key, through_shared=through_shared)
         return config
 
     def _removal_splices(self, rule_index: int, key: str, through_shared: bool) -> list[Splice]:
@@ -588,7 +722,7 @@ class SopsConfig:
         if len(items) < 2:
             return False
         between = self.text[self._content_end(items[0]) : self._line_start(items[1].start)]
-        return "\n\n" in between or "\n \n" in between or bool(re.search(r"\n[ \t]*\n", between))
+        return bool(re.search(r"\n[ \t\r]*\n", between))
 
     def _render_rule(self, path_regex: str, members: Sequence[Recipient]) -> str:
         dash = self._rules_dash_column()
@@ -644,6 +778,15 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _group_label(label: str | None) -> tuple[str, str] | None:
+    if label is None:
+        return None
+    # go-yaml (sops) ends an anchor name at ':', ruamel keeps it: `&users:` is `users` to sops
+    word = label.strip().rstrip(":").strip().lower()
+    role = GROUP_ROLES.get(word)
+    return (role, f"listed under {word}") if role is not None else None
 
 
 def _looks_like_key(text: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -275,4 +276,16 @@ def test_add_engineer_from_forgejo_bad_input_changes_nothing(
     assert result.code == 2, result
     # one error line (after the line naming where the keys are fetched from, when it got that far)
     assert message in result.err and len([line for line in result.err.splitlines() if not line.startswith("Fetching ")]) == 1
+    assert admin_repo.snapshot() == before
+
+
+def test_a_small_order_key_on_a_forgejo_profile_is_never_added(admin_repo: OpsRepo, server: KeyServer) -> None:
+    """Forgejo keys are untrusted input: a forged ssh-ed25519 line whose point is the curve's
+    identity converts to the all-zero age recipient, readable by nobody and a trap for sops."""
+    blob = b"".join(len(part).to_bytes(4, "big") + part for part in (b"ssh-ed25519", bytes([1]) + bytes(31)))
+    server.pages["/mallory.keys"] = (200, "ssh-ed25519 " + base64.b64encode(blob).decode() + " mallory\n")
+    before = admin_repo.snapshot()
+    result = admin_repo.ops("add-engineer", "mallory", "--forgejo-user", "mallory", "--forgejo-url", server.url, "--yes")
+    assert result.code == 2, result
+    assert "no ssh-ed25519 key" in result.err and "damaged" in result.err
     assert admin_repo.snapshot() == before

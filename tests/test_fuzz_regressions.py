@@ -109,8 +109,8 @@ def test_hostile_yaml_is_refused_quickly_and_never_crashes_the_process(name: str
 
 
 def test_hostile_config_messages_say_what_is_wrong() -> None:
-    with pytest.raises(OpsError, match=r"is 70 KiB; a .sops.yaml is a few KiB \(at most 64 KiB here\)"):
-        SopsConfig("# padding\n" * 7168)
+    with pytest.raises(OpsError, match=r"is 4200 KiB; real .sops.yaml files are at most a few hundred KiB \(the limit here is 4 MiB\)"):
+        SopsConfig("# padding\n" * 430080)
     with pytest.raises(OpsError, match=r"line 1: nested more than 64 levels deep"):
         SopsConfig(HOSTILE["deep-flow"].decode())
     with pytest.raises(OpsError, match=r"alias bomb"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import subprocess
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from opssecrets import keys as keys_module
 from opssecrets.errors import BadInput
 from opssecrets.keys import (
     bech32_decode,
@@ -20,6 +22,7 @@ from opssecrets.keys import (
     is_age_recipient,
     parse_ssh_public_key,
     recipient_for_identity,
+    recipient_from_public_bytes,
 )
 
 
@@ -102,3 +105,65 @@ def test_bech32_rejects_mixed_case() -> None:
     recipient = recipient_for_identity(generate_identity())
     assert bech32_decode(recipient) is not None
     assert bech32_decode(recipient[:10] + recipient[10:].upper()) is None
+
+
+P = 2**255 - 19
+# the u-coordinates of the small-order points of Curve25519, and non-canonical encodings of two
+SMALL_ORDER_U = (
+    0, 1, P - 1, P, P + 1,
+    325606250916557431795983626356110631294008115727848805560023387167927233504,
+    39382357235489614581723060781553021112529911719440698176882885853963445705823,
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("u", SMALL_ORDER_U)
+def test_low_order_age_recipients_are_refused(u: int, tmp_path: Path) -> None:
+    recipient = recipient_from_public_bytes(u.to_bytes(32, "little"))
+    assert is_age_recipient(recipient)  # a well-formed bech32 key: only the curve check catches it
+    with pytest.raises(BadInput, match="low-order X25519 point"):
+        check_age_recipient(recipient)
+    # control: real age cannot use it either, which is why it must be refused up front
+    proc = subprocess.run(["age", "-r", recipient], input=b"x", capture_output=True, check=False)
+    assert proc.returncode != 0
+
+
+# the eight small-order points of Edwards25519 (identity, order 2, two of order 4, four of order 8)
+SMALL_ORDER_ED25519 = (
+    "0100000000000000000000000000000000000000000000000000000000000000",
+    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "0000000000000000000000000000000000000000000000000000000000000000",
+    "0000000000000000000000000000000000000000000000000000000000000080",
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+)
+
+
+def _ssh_line(point: bytes) -> str:
+    blob = b"".join(len(part).to_bytes(4, "big") + part for part in (b"ssh-ed25519", point))
+    return "ssh-ed25519 " + base64.b64encode(blob).decode() + " forged@forgejo"
+
+
+@pytest.mark.parametrize("point", SMALL_ORDER_ED25519)
+def test_small_order_ssh_ed25519_keys_are_refused(point: str) -> None:
+    with pytest.raises(BadInput, match="not a valid ed25519 public key"):
+        parse_ssh_public_key(_ssh_line(bytes.fromhex(point)))
+
+
+def test_an_ssh_key_off_the_curve_is_refused() -> None:
+    # y = 2: (y^2 - 1) / (d y^2 + 1) has no square root mod p, so no point has it
+    with pytest.raises(BadInput, match="not a valid ed25519 public key"):
+        parse_ssh_public_key(_ssh_line((2).to_bytes(32, "little")))
+
+
+def test_an_ssh_key_with_a_small_order_component_is_refused() -> None:
+    # a real key plus a point of order 8: on the curve, of large order, but not in the
+    # prime-order subgroup every real ed25519 key lives in
+    real = Ed25519PrivateKey.generate().public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    assert parse_ssh_public_key(_ssh_line(real)).age_recipient.startswith("age1")
+    mixed = keys_module._edwards_add(keys_module._edwards_decode(real), keys_module._edwards_decode(bytes.fromhex(SMALL_ORDER_ED25519[4])))  # type: ignore[arg-type]
+    x, y = mixed
+    encoded = (y | ((x & 1) << 255)).to_bytes(32, "little")
+    with pytest.raises(BadInput, match="not a valid ed25519 public key"):
+        parse_ssh_public_key(_ssh_line(encoded))

@@ -64,6 +64,13 @@ class Layout:
     trailing_comments: bool
     blank_between_rules: bool
     catch_all: str | None  # None: no last rule; "" a rule without path_regex; else its regex
+    crlf: bool = False  # Windows line endings
+    extra: str | None = None  # a rule of other key types: "pgp-group", "kms-rule", "mixed-group"
+
+
+PGP_FP = "F095F28F7B1BA4DD0D93554EE179454B201E23CA"
+KMS_ARN = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+EXTRA_REGEX = {"pgp-group": "^vault/pgp/", "kms-rule": "^vault/kms/", "mixed-group": "^vault/mixed/"}
 
 
 @dataclass
@@ -101,6 +108,8 @@ def render(spec: Spec) -> str:
     rules: list[tuple[str | None, list[str]]] = [
         (f"^secrets/projects/{p}/", [*spec.admins, *spec.hosts, *members]) for p, members in spec.projects.items()
     ]
+    if lay.extra is not None:
+        rules.append((EXTRA_REGEX[lay.extra], [*spec.admins, *spec.hosts]))
     if lay.catch_all is not None:
         rules.append((lay.catch_all or None, [*spec.admins, *spec.hosts]))
     for number, (regex, readers) in enumerate(rules):
@@ -117,9 +126,30 @@ def render(spec: Spec) -> str:
 
         if regex is not None:
             emit(f"path_regex: {regex}")
+        if regex in EXTRA_REGEX.values():
+            lines.extend(_other_key_lines(spec, readers, key_col, emit))
+            continue
         lines.extend(_recipient_lines(spec, readers, key_col, emit))
     text = "\n".join(lines)
-    return text + "\n" if lay.final_newline else text
+    text = text + "\n" if lay.final_newline else text
+    return text.replace("\n", "\r\n") if lay.crlf else text
+
+
+def _other_key_lines(spec: Spec, readers: list[str], key_col: int, emit: object) -> list[str]:
+    """A KMS-only rule, a key group of PGP keys only, or a group of PGP and age keys."""
+    assert callable(emit)
+    lay = spec.layout
+    if lay.extra == "kms-rule":
+        emit(f"kms: {KMS_ARN}")
+        return []
+    emit("key_groups:")
+    g = " " * (key_col + lay.list_off)
+    inner = " " * (key_col + lay.list_off + 2 + lay.list_off)
+    out = [f"{g}- pgp:", f"{inner}- {PGP_FP}"]
+    if lay.extra == "mixed-group":
+        out.append(f"{g}  age:")
+        out.extend(f"{inner}- *{anchor_of(spec, r)}" for r in readers)
+    return out
 
 
 def _recipient_lines(spec: Spec, readers: list[str], key_col: int, emit: object) -> list[str]:
@@ -171,6 +201,8 @@ def specs(draw: st.DrawFn) -> Spec:
         trailing_comments=draw(st.booleans()),
         blank_between_rules=draw(st.booleans()),
         catch_all=draw(st.sampled_from((None, "", r"\.yaml$", "^secrets/"))),
+        crlf=draw(st.booleans()),
+        extra=draw(st.sampled_from((None, "pgp-group", "kms-rule", "mixed-group"))),
     )
     names = draw(st.permutations(NAMES))
     n_admins = draw(st.integers(1, 2))
@@ -194,8 +226,11 @@ def specs(draw: st.DrawFn) -> Spec:
 def expected_rules(config: SopsConfig, spec: Spec, model: dict[str, set[str]]) -> None:
     """Each rule lists exactly the model's keys (project rules by project, the rest by regex)."""
     for rule in config.rules:
+        if rule.path_regex in (EXTRA_REGEX["pgp-group"], EXTRA_REGEX["kms-rule"]):
+            assert rule.age_recipients == (), (rule.label, config.text)  # never an age key beside KMS/PGP only
+            continue
         project = next((p for p in PROJECTS if rule.path_regex == f"^secrets/projects/{p}/"), None)
-        wanted = model[project or "*"]
+        wanted = model["mixed" if rule.path_regex == EXTRA_REGEX["mixed-group"] else project or "*"]
         assert set(rule.age_recipients) == wanted, (rule.label, config.text)
 
 
@@ -274,6 +309,8 @@ def initial_model(spec: Spec) -> dict[str, set[str]]:
     model = {p: base | {spec.keys[e].recipient for e in members} for p, members in spec.projects.items()}
     if spec.layout.catch_all is not None:
         model["*"] = set(base)
+    if spec.layout.extra == "mixed-group":
+        model["mixed"] = set(base)
     return model
 
 
@@ -335,6 +372,8 @@ def test_any_edit_sequence_keeps_rules_as_the_model_says(spec: Spec, ops: list[t
     for kind, a, b in ops:
         config, _ = apply_op(config, spec, model, kind, a, b, fresh)
         expected_rules(config, spec, model)
+        if spec.layout.crlf:  # inserted lines use the file's own line ending
+            assert config.text.count("\n") == config.text.count("\r\n")
         reparsed = yaml.safe_load(config.text)  # what a plain YAML reader (and sops) sees
         assert len(reparsed["creation_rules"]) == len(config.rules)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -15,7 +16,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from opssecrets.keys import parse_ssh_public_key
+from opssecrets.keys import parse_ssh_public_key, recipient_from_public_bytes
 from tests.conftest import PROJECT_ROOT, AgeKey, OpsRepo
 
 SECRETS = "matrix-registration-token: reg-0001\nacme-email: ops@example.invalid\nslack:\n    bot_token: bot-0001\n"
@@ -232,12 +233,27 @@ def test_files_in_line_cost_no_sops_call(platform: OpsRepo, tmp_path: Path) -> N
         (["add-engineer", "eve", "--age-key", "AGEKEY", "--project", "nope"], "no project 'nope'"),
         (["grant", "dan", "nope"], "no project 'nope'"),
         (["add-host", "clarun", "--ssh-host-key", "not a key"], "not an SSH public key"),
+        (["add-project", "pj\n"], "project name 'pj\\n' cannot be used"),
+        (["add-engineer", "eve\n", "--age-key", "AGEKEY"], "name 'eve\\n' cannot be used"),
+        (["add-engineer", "admin_eve", "--age-key", "AGEKEY"], "starts with 'admin_', which makes it an admin"),
+        (["add-engineer", "server_x", "--age-key", "AGEKEY"], "starts with 'server_', which makes it a host"),
+        (["add-host", "admin_x", "--ssh-host-key", "SSHHOST"], "starts with 'admin_', which makes it an admin"),
+        (["add-engineer", "eve", "--age-key", "ZERO"], "low-order X25519 point"),
+        (["add-host", "web2", "--ssh-host-key", "FORGED"], "not a valid ed25519 public key"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_changes_nothing(platform: OpsRepo, tmp_path: Path, args: list[str], message: str) -> None:
     rsa = tmp_path / "id_rsa"
     subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-N", "", "-f", str(rsa)], check=True)
-    swap = {"AGEKEY": AgeKey.new().recipient, "OPERATOR": platform.operator.recipient, "RSA": (tmp_path / "id_rsa.pub").read_text()}
+    identity_point = b"".join(len(p).to_bytes(4, "big") + p for p in (b"ssh-ed25519", bytes([1]) + bytes(31)))
+    swap = {
+        "AGEKEY": AgeKey.new().recipient,
+        "OPERATOR": platform.operator.recipient,
+        "RSA": (tmp_path / "id_rsa.pub").read_text(),
+        "ZERO": recipient_from_public_bytes(bytes(32)),
+        "SSHHOST": ssh_host_key(),
+        "FORGED": "ssh-ed25519 " + base64.b64encode(identity_point).decode() + " forged",
+    }
     args = [swap.get(a, a) for a in args]
     before = platform.snapshot()
     result = platform.ops(*args)
@@ -380,3 +396,69 @@ def test_in_a_git_worktree_the_lock_and_staging_stay_out_of_the_work_tree(platfo
     assert proc.returncode == 0, proc.stderr
     status = subprocess.run(["git", "status", "--porcelain"], cwd=tree, capture_output=True, text=True, check=True).stdout
     assert status.split() == ["M", ".sops.yaml", "M", "secrets/projects/hello-bot/secrets.yaml", "M", "secrets/secrets.yaml"]
+
+
+# ------------------------------------------------- adopted configs with other key types
+
+PGP_FP = "F095F28F7B1BA4DD0D93554EE179454B201E23CA"
+KMS_ARN = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
+@pytest.fixture
+def mixed(repo: OpsRepo) -> OpsRepo:
+    """A config whose first rules are protected by KMS and PGP only; the last by age."""
+    (repo.root / ".sops.yaml").write_text(
+        f"keys:\n  - &admin_dan {repo.operator.recipient}\n  - &joerg {PGP_FP}\ncreation_rules:\n"
+        f"  - path_regex: ^cloud/\n    kms: {KMS_ARN}\n"
+        "  - path_regex: ^pgp/\n    key_groups:\n    - pgp:\n      - *joerg\n"
+        "  - path_regex: ^secrets/\n    key_groups:\n    - age:\n      - *admin_dan\n"
+    )
+    (repo.root / "secrets").mkdir()
+    repo.encrypt("secrets/app.yaml", "token: t-0001\n")
+    return repo
+
+
+def test_admin_and_host_leave_kms_and_pgp_rules_alone_and_say_so(mixed: OpsRepo) -> None:
+    eve = AgeKey.new()
+    result = mixed.ops("add-engineer", "eve", "--admin", "--age-key", eve.recipient)
+    assert result.code == 0, result
+    assert "left alone: rule 1 (^cloud/): protected by kms only" in result.err
+    assert "left alone: rule 2 (^pgp/): protected by pgp only" in result.err
+    text = (mixed.root / ".sops.yaml").read_text()
+    untouched = f"  - path_regex: ^cloud/\n    kms: {KMS_ARN}\n  - path_regex: ^pgp/\n    key_groups:\n    - pgp:\n      - *joerg\n  - path"
+    assert untouched in text
+    assert can_read(mixed, "secrets/app.yaml", eve)
+    result = mixed.ops("add-host", "web", "--ssh-host-key", ssh_host_key())
+    assert result.code == 0 and "left alone: rule 1 (^cloud/): protected by kms only" in result.err
+    assert (mixed.root / ".sops.yaml").read_text().count("*host_web") == 1
+
+
+def test_remove_engineer_of_a_pgp_anchor_is_exit_2_and_changes_nothing(mixed: OpsRepo) -> None:
+    before = mixed.snapshot()
+    result = mixed.ops("remove-engineer", "joerg")
+    assert result.code == 2, result
+    assert "joerg is a PGP key" in result.err and result.err.count("\n") == 1
+    assert mixed.snapshot() == before
+
+
+def test_duplicate_creation_rules_are_exit_2_naming_the_line(mixed: OpsRepo) -> None:
+    path = mixed.root / ".sops.yaml"
+    path.write_text(path.read_text() + f"creation_rules:\n  - age: {AgeKey.new().recipient}\n")
+    before = mixed.snapshot()
+    result = mixed.ops("add-engineer", "eve", "--admin", "--age-key", AgeKey.new().recipient)
+    assert result.code == 2 and "line 15: the key 'creation_rules' appears twice" in result.err, result
+    assert mixed.snapshot() == before
+    lint = mixed.ops("lint")
+    assert lint.code == 1 and "appears twice" in lint.out
+
+
+def test_recipients_shows_where_each_role_came_from(repo: OpsRepo) -> None:
+    alice, web = AgeKey.new(), AgeKey.new()
+    (repo.root / ".sops.yaml").write_text(
+        f"keys:\n  users:\n    - &alice {alice.recipient}\n  hosts:\n    - &web {web.recipient}\n"
+        "creation_rules:\n  - path_regex: ^secrets/\n    age: [*alice, *web]\n"
+    )
+    result = repo.ops("recipients", "--json")
+    assert result.code == 0, result
+    rows = {row["name"]: (row["role"], row["role_from"]) for row in json.loads(result.out)["recipients"]}
+    assert rows == {"alice": ("engineer", "listed under users"), "web": ("host", "listed under hosts")}

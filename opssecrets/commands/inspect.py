@@ -16,7 +16,7 @@ from opssecrets.sopsconfig import SopsConfig, short_name
 @json_option
 @click.pass_context
 def recipients(ctx: click.Context, as_json: bool) -> int:
-    """List every recipient: name, role, key, and the rules each is in."""
+    """List every recipient: name, role (and where it came from), key, and the rules each is in."""
     repo = current_repo(ctx)
     config = SopsConfig.load(repo.require_config())
     rows = [
@@ -24,6 +24,7 @@ def recipients(ctx: click.Context, as_json: bool) -> int:
             "name": short_name(r.name) if r.name else None,
             "anchor": r.name,
             "role": r.role,
+            "role_from": r.role_from,
             "type": r.key_type,
             "plugin": r.plugin,
             "key": r.key,
@@ -35,7 +36,13 @@ def recipients(ctx: click.Context, as_json: bool) -> int:
         }
         for r in config.recipients
     ]
-    emit(rows, ["name", "role", "type", "plugin", "key", "rules"], as_json=as_json, key="recipients")
+    emit(
+        rows,
+        ["name", "role", "role_from", "type", "plugin", "key", "rules"],
+        as_json=as_json,
+        key="recipients",
+        headers=["name", "role", "role from", "type", "plugin", "key", "rules"],
+    )
     return 0
 
 

@@ -15,7 +15,7 @@ from opssecrets.keys import age_key_from, parse_ssh_public_key
 from opssecrets.ledger import exposures_undone_on_failure, record_data_key_rotations, record_exposures
 from opssecrets.output import render_table
 from opssecrets.repo import Repo
-from opssecrets.sopsconfig import SopsConfig, check_name, write_atomic
+from opssecrets.sopsconfig import SopsConfig, anchor_for, check_name, short_name, write_atomic
 from opssecrets.templates import initial_config
 from opssecrets.transaction import Plan, apply, check_plugins, plan_files, repo_lock
 
@@ -76,13 +76,13 @@ def init(ctx: click.Context, admin: str, age_key: str | None, ssh_key: str | Non
     repo = Repo(root)
     if repo.config_path.exists():
         raise BadInput(f"{repo.config_path} already exists; edit it with the other commands instead of init")
-    check_name(admin)
+    admin = short_name(anchor_for(admin, "admin"))
     if (host is None) != (ssh_host_key is None):
         raise BadInput("--host and --ssh-host-key go together: give both or neither")
     admin_key = age_key_from(age_key, ssh_key)
     host_key = None
     if host is not None:
-        check_name(host)
+        host = short_name(anchor_for(host, "host"))
         assert ssh_host_key is not None
         host_key = parse_ssh_public_key(ssh_host_key).age_recipient
     text = initial_config(admin, admin_key, host, host_key)
