@@ -316,15 +316,17 @@ def write_value(
         with os.fdopen(fd, "wb") as handle:
             handle.write(before)
         if rotate_data_key:
-            repo.sops.rotate(staged.name, cwd=staging)
+            repo.sops.rotate(staged.name, cwd=staging, name=relpath)
         payload = encode_set_value(value)
         secret_bytes = [value.encode("utf-8"), payload]
         proc = repo.sops.call(
-            ("set", "--value-stdin", staged.name, index_for_key(key)), cwd=staging, stdin=payload, redact=secret_bytes
+            ("set", "--value-stdin", staged.name, index_for_key(key)), cwd=staging, stdin=payload, redact=secret_bytes, name=relpath
         )
         if proc.returncode != 0:
             raise classify_sops_failure(proc, "set", relpath)
-        check = repo.sops.call(("decrypt", "--extract", index_for_key(key), staged.name), cwd=staging, redact=secret_bytes)
+        check = repo.sops.call(
+            ("decrypt", "--extract", index_for_key(key), staged.name), cwd=staging, redact=secret_bytes, name=relpath
+        )
         if check.returncode != 0:
             raise classify_sops_failure(check, "decrypt", relpath)
         if not secrets.compare_digest(check.stdout, value.encode("utf-8")):
