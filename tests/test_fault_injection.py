@@ -574,3 +574,32 @@ def test_rotate_killed_after_writing_the_file_is_recorded_by_the_rerun(world: Wo
     # the same value once more is refused again: the pending note was used up
     third = run_command(world, root, sc.args, stdin=sc.stdin)
     assert third.code == 2 and "the same as the current one" in third.err
+
+
+def test_ctrl_c_during_the_renames_says_what_was_replaced_and_a_rerun_finishes(world: World, prepared: dict[str, Scenario]) -> None:
+    """A real SIGINT just before remove-engineer's 9th file rename: 8 of its 30 files are new.
+    The message says so, names files not yet replaced, says .sops.yaml is unchanged and that
+    re-running finishes the job (never "nothing was changed"); the re-run converges."""
+    sc = prepared["remove-engineer"]
+    assert sc.profile is not None and sc.before is not None
+    file_renames = [n for kind, n, detail in sc.profile.events if kind == "rename" and detail.endswith(".yaml") and detail != ".sops.yaml"]
+    assert len(file_renames) == 30
+    root = copy_repo(world, sc.base, "sigint")
+    out = run_command(world, root, sc.args, kill_at=f"rename:{file_renames[8]}:SIGINT")
+    assert out.code == 130, out.err
+    rels = secret_relpaths(root)
+    replaced = [rel for rel in rels if (root / rel).read_bytes() != sc.before.files[rel].raw]
+    assert len(replaced) == 8
+    not_yet = [rel for rel in rels if rel not in replaced]
+    assert out.err.strip().splitlines()[-1] == (
+        f"opssecrets: interrupted: 8 of 30 secret files were replaced (not yet: {', '.join(not_yet[:5])} and 17 more); "
+        ".sops.yaml is unchanged. Each file is whole, old or new; run the same command again to finish the job"
+    )
+    assert "nothing was changed" not in out.err
+    assert (root / ".sops.yaml").read_bytes() == sc.before.config
+    tally = Tally()
+    check_after_kill(world, sc, root, "sigint", tally)
+    again = run_command(world, root, sc.args)
+    assert again.code == 0, again.err
+    check_converged(world, sc, root, "sigint", tally)
+    assert tally.failures == []
