@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         click.echo("opssecrets: terminated; temporary files were removed", err=True)
         return EXIT_TERMINATED
     finally:
+        set_deadline(None)  # the deadline is this command's: library calls after it have none
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
 
