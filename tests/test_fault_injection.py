@@ -603,3 +603,26 @@ def test_ctrl_c_during_the_renames_says_what_was_replaced_and_a_rerun_finishes(w
     assert again.code == 0, again.err
     check_converged(world, sc, root, "sigint", tally)
     assert tally.failures == []
+
+
+def test_ctrl_c_after_rotate_wrote_the_file_says_so_and_a_rerun_records_it(world: World, prepared: dict[str, Scenario]) -> None:
+    """A real SIGINT between renaming the rotated file and saving the ledger: the message says
+    the value is in the file and the ledger may lack it (not "nothing was changed"); the
+    same command run again records it."""
+    sc = prepared["rotate"]
+    assert sc.profile is not None and sc.after is not None
+    renames = [detail for kind, _, detail in sc.profile.events if kind == "rename"]
+    file_rename = renames.index("s00.yaml") + 1
+    root = copy_repo(world, sc.base, "rotate-sigint")
+    out = run_command(world, root, sc.args, kill_at=f"rename:{file_rename + 1}:SIGINT", stdin=sc.stdin)
+    assert out.code == 130, out.err
+    assert out.err.strip().splitlines()[-1] == (
+        "opssecrets: interrupted: the new value of matrix-registration-token is already in secrets/s00.yaml, but the ledger "
+        "may not have recorded it; run the same command again with the same value to record it"
+    )
+    assert plaintext(world, root, "secrets/s00.yaml") == sc.after.plaintext["secrets/s00.yaml"]
+    again = run_command(world, root, sc.args, stdin=sc.stdin)
+    assert again.code == 0, again.err
+    assert "an interrupted run had written this value; recorded it now" in again.out
+    record = json.loads((root / LEDGER).read_text())["files"]["secrets/s00.yaml"]
+    assert record["keys"]["matrix-registration-token"]["reason"] == "fault test"
