@@ -16,7 +16,17 @@ from pathlib import Path
 import click
 
 from opssecrets import __version__
-from opssecrets.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, OpsError, ToolFailed, disk_full
+from opssecrets.errors import (
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
+    Interrupted,
+    OpsError,
+    ToolFailed,
+    environment_fault,
+)
+from opssecrets.sops import DEFAULT_DEADLINE, set_deadline
 
 # command name -> "module:attribute"; the order is the order of `--help`.
 COMMANDS: dict[str, str] = {
@@ -71,9 +81,21 @@ class LazyGroup(click.Group):
     default=None,
     help="The ops repository (default: the git top level above the working directory).",
 )
+@click.option(
+    "--timeout",
+    "timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_DEADLINE,
+    envvar="OPSSECRETS_TIMEOUT",
+    show_default=True,
+    metavar="SECONDS",
+    help="Stop the command if its sops/age calls are still running this long after it started (env OPSSECRETS_TIMEOUT); "
+    "nothing is changed, exit 4.",
+)
 @click.pass_context
-def cli(ctx: click.Context, repo: Path | None) -> None:
+def cli(ctx: click.Context, repo: Path | None, timeout: float) -> None:
     """Run the secrets of a sops-nix ops repository: recipients, rotation, and a guard."""
+    set_deadline(timeout)
     ctx.obj = {"repo": repo}
 
 
@@ -115,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         click.echo("opssecrets: terminated; temporary files were removed", err=True)
         return EXIT_TERMINATED
     finally:
+        set_deadline(None)  # the deadline is this command's: library calls after it have none
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
 
@@ -122,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     try:
         result = cli.main(args=argv, prog_name="opssecrets", standalone_mode=False)
+    except Interrupted as exc:
+        click.echo(f"opssecrets: interrupted: {exc.message}", err=True)
+        return exc.exit_code
     except OpsError as exc:
         click.echo(f"opssecrets: error: {exc.message}", err=True)
         if isinstance(exc, ToolFailed) and exc.detail and exc.detail not in exc.message:
@@ -141,7 +167,7 @@ def _main(argv: list[str] | None) -> int:
     except BrokenPipeError:
         return 0
     except OSError as exc:
-        problem = disk_full(exc, "writing a file", "a change that stopped half-way is finished by running it again")
+        problem = environment_fault(exc, "writing a file", "a change that stopped half-way is finished by running it again")
         if problem is None:
             return _internal_error(exc)
         click.echo(f"opssecrets: error: {problem.message}", err=True)

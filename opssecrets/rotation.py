@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 
 from opssecrets import git
-from opssecrets.errors import BadInput, EnvironmentProblem, Findings, ToolFailed
+from opssecrets.errors import BadInput, EnvironmentProblem, Findings, Interrupted, ToolFailed
 from opssecrets.exposure import saved_data_key_readers, saved_exposures
 from opssecrets.ledger import RotationLedger, editing, format_time, now_utc, operator_name, parse_time
 from opssecrets.policy import Policy, SecretKind
@@ -342,15 +342,17 @@ def write_value(
         with os.fdopen(fd, "wb") as handle:
             handle.write(before)
         if rotate_data_key:
-            repo.sops.rotate(staged.name, cwd=staging)
+            repo.sops.rotate(staged.name, cwd=staging, name=relpath)
         payload = encode_set_value(value)
         secret_bytes = [value.encode("utf-8"), payload]
         proc = repo.sops.call(
-            ("set", "--value-stdin", staged.name, index_for_key(key)), cwd=staging, stdin=payload, redact=secret_bytes
+            ("set", "--value-stdin", staged.name, index_for_key(key)), cwd=staging, stdin=payload, redact=secret_bytes, name=relpath
         )
         if proc.returncode != 0:
             raise classify_sops_failure(proc, "set", relpath)
-        check = repo.sops.call(("decrypt", "--extract", index_for_key(key), staged.name), cwd=staging, redact=secret_bytes)
+        check = repo.sops.call(
+            ("decrypt", "--extract", index_for_key(key), staged.name), cwd=staging, redact=secret_bytes, name=relpath
+        )
         if check.returncode != 0:
             raise classify_sops_failure(check, "decrypt", relpath)
         if not secrets.compare_digest(check.stdout, value.encode("utf-8")):
@@ -455,18 +457,27 @@ def rotate_secret(
     # The repository lock keeps recipient changes (remove-engineer, ...) from running at the
     # same time; the ledger's own lock is taken inside it, never the other way round.
     with repo_lock(repo):
-        with editing(repo.root) as ledger:
-            reasons = data_key_rotation_reasons(repo, ledger, target)
+        before = (repo.root / target.relpath).read_bytes()
+        try:
+            with editing(repo.root) as ledger:
+                reasons = data_key_rotation_reasons(repo, ledger, target)
 
-            def note(data: bytes) -> None:
-                _note_pending(repo, target.relpath, target.key, reason, bool(reasons), data)
+                def note(data: bytes) -> None:
+                    _note_pending(repo, target.relpath, target.key, reason, bool(reasons), data)
 
-            write_value(repo, target.relpath, target.key, value, rotate_data_key=bool(reasons), before_replace=note)
-            when = now_utc()
-            by = operator_name(repo.root)
-            ledger.record_rotation(target.relpath, target.key, when=when, by=by, reason=reason)
-            if reasons:
-                ledger.record_data_key_rotation(target.relpath, when)
+                write_value(repo, target.relpath, target.key, value, rotate_data_key=bool(reasons), before_replace=note)
+                when = now_utc()
+                by = operator_name(repo.root)
+                ledger.record_rotation(target.relpath, target.key, when=when, by=by, reason=reason)
+                if reasons:
+                    ledger.record_data_key_rotation(target.relpath, when)
+        except KeyboardInterrupt:
+            if (repo.root / target.relpath).read_bytes() == before:
+                raise  # nothing was written: the CLI says so
+            raise Interrupted(
+                f"the new value of {target.key} is already in {target.relpath}, but the ledger may not have recorded it; "
+                "run the same command again with the same value to record it"
+            ) from None
         _pending_path(repo).unlink(missing_ok=True)
     steps = kind.runbook_steps(file=target.relpath, key=target.key, deploy=policy.platform.deploy)
     return RotationOutcome(target, verified, skipped, reasons, by, when, steps)

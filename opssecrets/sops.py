@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from opssecrets.errors import BadInput, EnvironmentProblem, NoIdentity, ToolFail
 SOPS_FLOOR = (3, 11, 0)
 AGE_FLOOR = (1, 0, 0)
 DEFAULT_TIMEOUT = 120.0
+DEFAULT_DEADLINE = 600.0  # the whole command's, across every sops/age call (--timeout)
 
 # Variables that, when set, make `sops encrypt`/`updatekeys` use them instead of the
 # creation rules (source: sops' cmd/sops/main.go flag definitions).
@@ -148,6 +150,21 @@ def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+# The command's deadline (time.monotonic()), set once by the CLI; None: only the per-call timeout.
+_deadline: tuple[float, float] | None = None
+
+
+def set_deadline(seconds: float | None) -> None:
+    """Bound the whole command: a sops/age call still running ``seconds`` from now is
+    stopped (killed) and fails, however many calls came before it."""
+    global _deadline
+    _deadline = None if seconds is None else (time.monotonic() + seconds, seconds)
+
+
+class DeadlinePassed(ToolFailed):
+    """A child was stopped because the command's deadline passed (exit 4)."""
+
+
 def run(
     binary: Binary,
     args: Sequence[str],
@@ -159,6 +176,7 @@ def run(
     redact: Sequence[bytes] = (),
     discard_stdout: bool = False,
     pass_fds: tuple[int, ...] = (),
+    step: str = "",
 ) -> subprocess.CompletedProcess[bytes]:
     """Run ``binary`` with ``args``; return the finished process whatever its exit code.
 
@@ -166,8 +184,18 @@ def run(
     message built from it can never carry them. ``discard_stdout`` sends stdout to
     /dev/null: a decryption that only proves access never brings values into this process.
     ``pass_fds`` hands the child open pipe ends (an identity for ``age -i /dev/fd/N``).
+    The child gets ``timeout`` seconds or what is left of the command's deadline, whichever
+    is less; past it, it is killed and :class:`DeadlinePassed` names ``step`` (what it was doing).
     """
     argv = (binary.path, *args)
+    step = step or binary.name
+    deadline = _deadline
+    left = deadline[0] - time.monotonic() if deadline is not None else timeout
+    if deadline is not None and left <= timeout:
+        timeout = max(left, 0.001)
+        limited_by_deadline = True
+    else:
+        limited_by_deadline = False
     try:
         proc = subprocess.run(
             argv,
@@ -181,7 +209,19 @@ def run(
             pass_fds=pass_fds,
         )
     except subprocess.TimeoutExpired as exc:
-        raise ToolFailed(f"{binary.name} did not finish within {timeout:.0f}s; check for a hung key service or lock") from exc
+        if limited_by_deadline:
+            assert deadline is not None
+            # a multi-file updatekeys logs each file as it starts: name the one it hung on
+            started = re.findall(rb"Syncing keys for file (\S+)", exc.stderr or b"")
+            if started:
+                step = f"{step.split(' ')[0]} {step.split(' ')[1]} on {started[-1].decode('utf-8', 'replace')}"
+            raise DeadlinePassed(
+                f"{step} was still running when the command's deadline ({deadline[1]:g}s) passed; it was stopped and "
+                "nothing was changed. Check for a hung key service or lock, or give more time with --timeout or OPSSECRETS_TIMEOUT"
+            ) from exc
+        raise ToolFailed(
+            f"{step} did not finish within {timeout:.0f}s; it was stopped and nothing was changed. Check for a hung key service or lock"
+        ) from exc
     except OSError as exc:
         raise EnvironmentProblem(f"{binary.name} at {binary.path} could not be started: {exc.strerror}") from exc
     if redact and proc.stderr:
@@ -270,7 +310,10 @@ class Sops:
         redact: Sequence[bytes] = (),
         timeout: float = DEFAULT_TIMEOUT,
         discard_stdout: bool = False,
+        name: str | None = None,
     ) -> subprocess.CompletedProcess[bytes]:
+        """Run sops with ``args``; ``name`` is the file as the user knows it (a staged copy's
+        repository path), for the message when the call is stopped."""
         return run(
             self.binary,
             ("--config", str(config or self.config), *args),
@@ -280,6 +323,7 @@ class Sops:
             timeout=timeout,
             redact=redact,
             discard_stdout=discard_stdout,
+            step=_step(args, name),
         )
 
     def decrypt(self, relpath: str) -> bytes:
@@ -313,15 +357,42 @@ class Sops:
             raise classify_sops_failure(subprocess.CompletedProcess(proc.args, code, b"", block), "updatekeys", name)
 
     def rotate(
-        self, relpath: str, *, cwd: Path, config: Path | None = None, remove: Sequence[str] = (), type_args: Sequence[str] = ()
+        self,
+        relpath: str,
+        *,
+        cwd: Path,
+        config: Path | None = None,
+        remove: Sequence[str] = (),
+        type_args: Sequence[str] = (),
+        name: str | None = None,
     ) -> None:
         """A new data key for one file, every value re-encrypted; recipients unchanged but for
         the age recipients in ``remove`` (dropped from the file's own metadata, so this works
-        on files no creation rule covers)."""
+        on files no creation rule covers). ``name`` is the file as the user knows it, for errors."""
         drop = ("--rm-age", ",".join(remove)) if remove else ()
-        proc = self.call(("rotate", "-i", *drop, *type_args, safe_path(relpath)), cwd=cwd, config=config)
+        proc = self.call(("rotate", "-i", *drop, *type_args, safe_path(relpath)), cwd=cwd, config=config, name=name)
         if proc.returncode != 0:
-            raise classify_sops_failure(proc, "rotate", relpath)
+            raise classify_sops_failure(proc, "rotate", name or relpath)
+
+
+_FLAGS_WITH_VALUES = frozenset({"--input-type", "--output-type", "--rm-age", "--add-age", "--config", "--extract"})
+
+
+def _step(args: Sequence[str], name: str | None) -> str:
+    """``sops rotate secrets/a.yaml``: the subcommand and its files, for a message."""
+    words: list[str] = []
+    takes_value = False
+    for arg in args:
+        if takes_value:
+            takes_value = False
+        elif arg in _FLAGS_WITH_VALUES:
+            takes_value = True
+        elif not arg.startswith(("-", "[", "./-")):
+            words.append(arg)
+    words = words or ["sops"]
+    files = [name] if name else words[1:]
+    shown = " ".join(files[:3]) + (f" (and {len(files) - 3} more files)" if len(files) > 3 else "")
+    return f"sops {words[0]} {shown}".rstrip()
 
 
 def safe_path(relpath: str) -> str:

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from opssecrets.errors import EnvironmentProblem, OpsError, disk_full
+from opssecrets.errors import EnvironmentProblem, Interrupted, OpsError, environment_fault
 from opssecrets.ledger import LEDGER_PATH
 from opssecrets.repo import Repo
 from opssecrets.rules import CreationRule, matching_rule
@@ -38,7 +38,12 @@ from opssecrets.sopsconfig import SopsConfig, write_atomic
 def repo_lock(repo: Repo) -> Iterator[None]:
     """Hold the repository's change lock, or refuse at once if another run holds it."""
     state = repo.state_dir
-    state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except FileExistsError:
+        raise EnvironmentProblem(
+            f"the state folder {state} cannot be created: a file is in the way; move it away and run this again"
+        ) from None
     lock_path = state / "lock"
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -204,6 +209,7 @@ def apply(repo: Repo, plan: Plan, progress: Callable[[int, int, str], None] | No
     state = repo.state_dir
     stage = Path(tempfile.mkdtemp(prefix="stage-", dir=state))
     os.chmod(stage, 0o700)
+    renaming = False
     try:
         config = plan.after if plan.after is not None else plan.before
         assert config is not None
@@ -231,6 +237,7 @@ def apply(repo: Repo, plan: Plan, progress: Callable[[int, int, str], None] | No
                 raise _unstaged(exc, stage) from None
         if progress:
             progress(len(to_update), total, "re-wrapping data keys")
+        renaming = True  # from here on a Ctrl-C leaves some files new: say which (see _interrupted)
         for change in plan.files:
             staged = stage / change.relpath
             original = repo.root / change.relpath
@@ -244,17 +251,44 @@ def apply(repo: Repo, plan: Plan, progress: Callable[[int, int, str], None] | No
             try:
                 write_atomic(repo.config_path, plan.after.text.encode("utf-8"), _mode_of(repo.config_path))
             except OSError as exc:
-                problem = disk_full(
+                problem = environment_fault(
                     exc,
                     f"writing {repo.config_path.name}",
                     f"the secret files are already re-encrypted and {repo.config_path.name} is unchanged",
                 )
                 raise (problem or exc) from None
+    except KeyboardInterrupt:
+        if renaming:
+            raise _interrupted(repo, plan, stage) from None
+        raise
     except OSError as exc:
         then = f"{repo.config_path.name} is unchanged and each secret file is either unchanged or already re-encrypted"
-        raise (disk_full(exc, "staging the re-encrypted files", then) or exc) from None
+        raise (environment_fault(exc, "staging the re-encrypted files", then) or exc) from None
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def _interrupted(repo: Repo, plan: Plan, stage: Path) -> Interrupted:
+    """What a Ctrl-C during the renames left, said exactly: a staged copy that is gone was
+    renamed over its original (the check holds whichever instruction the signal landed on)."""
+    done = [c.relpath for c in plan.files if not (stage / c.relpath).exists()]
+    left = [c.relpath for c in plan.files if (stage / c.relpath).exists()]
+    name = repo.config_path.name
+    try:
+        config_written = plan.after is not None and repo.config_path.read_text(encoding="utf-8") == plan.after.text
+    except OSError:
+        config_written = False
+    config = f"{name} was written" if config_written else f"{name} is unchanged"
+    if not plan.config_changed:
+        config = f"{name} needed no change"
+    if not left and (config_written or not plan.config_changed):
+        return Interrupted(f"all {len(done)} secret files were replaced and {config}: the change is complete")
+    shown = ", ".join(left[:5]) + (f" and {len(left) - 5} more" if len(left) > 5 else "")
+    not_yet = f" (not yet: {shown})" if left else ""
+    return Interrupted(
+        f"{len(done)} of {len(plan.files)} secret files were replaced{not_yet}; {config}. "
+        "Each file is whole, old or new; run the same command again to finish the job"
+    )
 
 
 def _write_private(path: Path, data: bytes) -> None:

@@ -12,8 +12,10 @@ operations a crash can land between:
 - ``exit``: the command finished, the process has not exited yet.
 
 Environment: ``OPSSECRETS_TEST_KILL_AT`` = ``KIND:N`` (kill at the Nth event of KIND, from
-1); ``OPSSECRETS_TEST_FSIZE_AT`` = ``KIND:N:BYTES`` (at that event, set ``RLIMIT_FSIZE`` to
-BYTES: from then on a write past BYTES fails with EFBIG, as on a full disk; Python ignores
+1), or ``KIND:N:SIGNAL`` to send another signal there (``SIGINT``: a Ctrl-C; ``os.kill`` to
+itself runs the Python handler at once, so KeyboardInterrupt is raised before the
+operation); ``OPSSECRETS_TEST_FSIZE_AT`` = ``KIND:N:BYTES`` (at that event, set
+``RLIMIT_FSIZE`` to BYTES: from then on a write past BYTES fails with EFBIG, as on a full disk; Python ignores
 SIGXFSZ); ``OPSSECRETS_TEST_EVENTS`` = a file each event is appended to (``KIND N DETAIL``),
 used to count the points of an uninterrupted run. Usage: ``python fault_launch.py ARGS``.
 """
@@ -27,7 +29,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-_KILL_AT = os.environ.get("OPSSECRETS_TEST_KILL_AT", "")
+_KILL_KIND, _, _KILL_N = os.environ.get("OPSSECRETS_TEST_KILL_AT", "").partition(":")
+_KILL_N, _, _KILL_SIGNAL = _KILL_N.partition(":")
+_KILL_AT = f"{_KILL_KIND}:{_KILL_N}"
 _EVENTS = os.environ.get("OPSSECRETS_TEST_EVENTS", "")
 _FSIZE_AT, _, _FSIZE = os.environ.get("OPSSECRETS_TEST_FSIZE_AT", "").rpartition(":")
 _lock = threading.Lock()
@@ -53,19 +57,20 @@ def _kind(event: str, args: tuple[Any, ...]) -> tuple[str, str] | None:
     return None
 
 
-def _event(kind: str, detail: str) -> None:
+def _event(kind: str, detail: str) -> int:
     with _lock:
         n = _counts.get(kind, 0) + 1
         _counts[kind] = n
         if _EVENTS:
             with open(_EVENTS, "a", encoding="utf-8") as log:
                 log.write(f"{kind} {n} {detail}\n")
-        if f"{kind}:{n}" == _KILL_AT:
+        if f"{kind}:{n}" == _KILL_AT and not _KILL_SIGNAL:
             os.kill(os.getpid(), signal.SIGKILL)
         if f"{kind}:{n}" == _FSIZE_AT:
             import resource
 
             resource.setrlimit(resource.RLIMIT_FSIZE, (int(_FSIZE), resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+        return n
 
 
 def _hook(event: str, args: tuple[Any, ...]) -> None:
@@ -75,7 +80,9 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
     try:
         found = _kind(event, args)
         if found is not None:
-            _event(*found)
+            n = _event(*found)
+            if _KILL_SIGNAL and f"{found[0]}:{n}" == _KILL_AT:
+                os.kill(os.getpid(), getattr(signal, _KILL_SIGNAL))
     finally:
         _in_hook.active = False
 

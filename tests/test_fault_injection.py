@@ -579,3 +579,55 @@ def test_rotate_killed_after_writing_the_file_is_recorded_by_the_rerun(world: Wo
     # the same value once more is refused again: the pending note was used up
     third = run_command(world, root, sc.args, stdin=sc.stdin)
     assert third.code == 2 and "the same as the current one" in third.err
+
+
+def test_ctrl_c_during_the_renames_says_what_was_replaced_and_a_rerun_finishes(world: World, prepared: dict[str, Scenario]) -> None:
+    """A real SIGINT just before remove-engineer's 9th file rename: 8 of its 30 files are new.
+    The message says so, names files not yet replaced, says .sops.yaml is unchanged and that
+    re-running finishes the job (never "nothing was changed"); the re-run converges."""
+    sc = prepared["remove-engineer"]
+    assert sc.profile is not None and sc.before is not None
+    file_renames = [n for kind, n, detail in sc.profile.events if kind == "rename" and detail.endswith(".yaml") and detail != ".sops.yaml"]
+    assert len(file_renames) == 30
+    root = copy_repo(world, sc.base, "sigint")
+    out = run_command(world, root, sc.args, kill_at=f"rename:{file_renames[8]}:SIGINT")
+    assert out.code == 130, out.err
+    rels = secret_relpaths(root)
+    replaced = [rel for rel in rels if (root / rel).read_bytes() != sc.before.files[rel].raw]
+    assert len(replaced) == 8
+    not_yet = [rel for rel in rels if rel not in replaced]
+    assert out.err.strip().splitlines()[-1] == (
+        f"opssecrets: interrupted: 8 of 30 secret files were replaced (not yet: {', '.join(not_yet[:5])} and 17 more); "
+        ".sops.yaml is unchanged. Each file is whole, old or new; run the same command again to finish the job"
+    )
+    assert "nothing was changed" not in out.err
+    assert (root / ".sops.yaml").read_bytes() == sc.before.config
+    tally = Tally()
+    check_after_kill(world, sc, root, "sigint", tally)
+    again = run_command(world, root, sc.args)
+    assert again.code == 0, again.err
+    check_converged(world, sc, root, "sigint", tally)
+    assert tally.failures == []
+
+
+def test_ctrl_c_after_rotate_wrote_the_file_says_so_and_a_rerun_records_it(world: World, prepared: dict[str, Scenario]) -> None:
+    """A real SIGINT between renaming the rotated file and saving the ledger: the message says
+    the value is in the file and the ledger may lack it (not "nothing was changed"); the
+    same command run again records it."""
+    sc = prepared["rotate"]
+    assert sc.profile is not None and sc.after is not None
+    renames = [detail for kind, _, detail in sc.profile.events if kind == "rename"]
+    file_rename = renames.index("s00.yaml") + 1
+    root = copy_repo(world, sc.base, "rotate-sigint")
+    out = run_command(world, root, sc.args, kill_at=f"rename:{file_rename + 1}:SIGINT", stdin=sc.stdin)
+    assert out.code == 130, out.err
+    assert out.err.strip().splitlines()[-1] == (
+        "opssecrets: interrupted: the new value of matrix-registration-token is already in secrets/s00.yaml, but the ledger "
+        "may not have recorded it; run the same command again with the same value to record it"
+    )
+    assert plaintext(world, root, "secrets/s00.yaml") == sc.after.plaintext["secrets/s00.yaml"]
+    again = run_command(world, root, sc.args, stdin=sc.stdin)
+    assert again.code == 0, again.err
+    assert "an interrupted run had written this value; recorded it now" in again.out
+    record = json.loads((root / LEDGER).read_text())["files"]["secrets/s00.yaml"]
+    assert record["keys"]["matrix-registration-token"]["reason"] == "fault test"

@@ -16,17 +16,17 @@ from opssecrets.cli import COMMANDS
 def test_pre_commit_hook_definition() -> None:
     hooks = yaml.safe_load((PROJECT_ROOT / ".pre-commit-hooks.yaml").read_text())
     assert isinstance(hooks, list)
-    (hook,) = hooks
-    assert hook["id"] == "opssecrets-check"
-    assert hook["language"] == "python"
-    assert hook["entry"].split() == ["opssecrets", "check"]
+    assert {hook["id"]: hook["language"] for hook in hooks} == {"opssecrets-check": "python", "opssecrets-check-system": "system"}
+    for hook in hooks:
+        assert hook["entry"].split() == ["opssecrets", "check"]
+        assert "types" not in hook  # binary files under a rule must reach the guard
     assert "check" in COMMANDS
-    assert "types" not in hook  # binary files under a rule must reach the guard
 
 
 def test_docs_show_three_line_config_and_git_hook() -> None:
     guide = (PROJECT_ROOT / "docs" / "guard.md").read_text()
     assert "id: opssecrets-check" in guide
+    assert "opssecrets-check-system" in guide and "pre-commit autoupdate --freeze" in guide
     assert "opssecrets check --staged" in guide
     rule_ids = [
         line.split('"')[1] for line in (PROJECT_ROOT / "policies" / "leaks.toml").read_text().splitlines() if line.startswith("id = ")

@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import stat
+import subprocess
 import sys
 from pathlib import Path
 
@@ -269,6 +270,31 @@ def test_stdin_closed(platform: Platform) -> None:
     assert proc.returncode == 2, proc
     assert "no terminal to prompt on" in proc.stderr
     assert platform.repo.snapshot() == before
+
+
+def test_stdin_that_is_not_utf8_is_bad_input_not_a_bug(repo: OpsRepo) -> None:
+    """Bytes that are not UTF-8 (a binary file piped in by mistake) reach Python as lone
+    surrogates; they are refused with exit 2 and one line, not an internal error (exit 70)."""
+    platform = make_platform(repo, {"backup-passphrase": secrets.token_urlsafe(18)})
+    before = repo.snapshot()
+    value = b"\xff\xfe" + secrets.token_urlsafe(24).encode()
+    env = proc_env({"SOPS_AGE_KEY": repo.operator.identity})
+    proc = subprocess.run(
+        cli_argv(platform.root, "rotate", "backup-passphrase", "--stdin", "--no-verify"),
+        input=value,
+        env=env,
+        cwd=platform.root,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    err = proc.stderr.decode()
+    assert proc.returncode == 2, err
+    assert err.strip().splitlines() == [
+        "opssecrets: error: --stdin: the value is not UTF-8 text (a binary file or another encoding was piped in); "
+        "pipe the token as UTF-8 text; nothing was changed"
+    ]
+    assert repo.snapshot() == before
 
 
 def test_no_terminal_and_no_stdin_flag(platform: Platform) -> None:

@@ -74,12 +74,18 @@ def _read_stdin() -> str:
         raise BadInput(
             "--stdin was given but stdin is closed: pipe the value in (printf '%s' \"$TOKEN\" | ...); nothing was changed"
         )
+    not_utf8 = BadInput(
+        "--stdin: the value is not UTF-8 text (a binary file or another encoding was piped in); "
+        "pipe the token as UTF-8 text; nothing was changed"
+    )
     try:
         text = stream.read()
+        # stdin decodes with surrogateescape: bytes that are not UTF-8 arrive as lone surrogates
+        text.encode("utf-8")
+    except UnicodeError:
+        raise not_utf8 from None
     except (OSError, ValueError) as exc:
         raise BadInput(f"--stdin: could not read stdin ({exc.__class__.__name__}); nothing was changed") from None
-    except UnicodeDecodeError:
-        raise BadInput("--stdin: the value is not UTF-8 text; nothing was changed") from None
     if text == "":
         raise BadInput("--stdin: stdin was empty (closed without a value); nothing was changed")
     return strip_one_newline(text)
