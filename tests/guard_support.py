@@ -114,7 +114,7 @@ def findings(repo: OpsRepo, *args: str) -> list[dict[str, object]]:
     result = repo.ops("check", "--json", *args)
     assert result.code in (0, 1), result
     payload = json.loads(result.out)
-    assert set(payload) == {"findings"}
+    assert set(payload) == {"findings", "binary"}
     for finding in payload["findings"]:
         assert set(finding) == {"path", "line", "rule", "message"}
     assert (result.code == 1) == bool(payload["findings"]), result
