@@ -106,6 +106,10 @@ def aws_key() -> str:
     return "AK" + "IA" + rand(16, string.ascii_uppercase + "234567")
 
 
+def url_credentials() -> str:
+    return "https://deploy:" + rand(24) + "@git.clarun.xyz/ops/infra.git"
+
+
 def generic_value() -> str:
     return rand(40)
 
