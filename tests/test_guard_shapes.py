@@ -80,6 +80,13 @@ def test_json_escapes_hide_a_token(repo: OpsRepo) -> None:
     assert where(repo, "ci.json", text) == [(3, "github-token"), (4, "generic-secret")]
 
 
+def test_toml_multiline_string_joined_by_backslashes(repo: OpsRepo) -> None:
+    token = tok.gitlab()
+    value = tok.generic_value()
+    text = f'[ci]\nname = "deploy"\nauth = """\\\n  {token[:10]}\\\n  {token[10:]}"""\napi_token = """{value}"""\n'
+    assert where(repo, "ci/config.toml", text) == [(3, "gitlab-token"), (6, "generic-secret")]
+
+
 def test_kubernetes_secret_data_is_decoded(repo: OpsRepo) -> None:
     slack = tok.slack_bot()
     config = f"listen: 8080\nupstream_token={tok.generic_value()}\n"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +26,10 @@ YAML_SUFFIXES = (".yaml", ".yml")
 _ESCAPED = re.compile(rb"""(?:"([^"\\\r\n]{1,128})"|([A-Za-z0-9_.\-]{1,128}))[ \t]*[:=][ \t]*"((?:[^"\\\r\n]|\\.){1,65536})\"""")
 _ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|x[0-9a-fA-F]{2}|.)", re.DOTALL)
 _SIMPLE_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "0": "\0", "e": "\x1b", "N": "\x85", "_": "\xa0"}
+
+
+# A TOML key opening a multi-line string (basic or literal).
+_TOML_MULTILINE = re.compile(rb"""^[ \t]*("?)([A-Za-z0-9_.\-]{1,128})\1[ \t]*=[ \t]*("{3}|'{3})""", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,10 @@ def decoded_values(rel: str, data: bytes, exact_names: tuple[str, ...] = ()) -> 
     if lowered_name.endswith(YAML_SUFFIXES):
         return _yaml_values(data, exact_names)
     if lowered_name.endswith(ESCAPED_SUFFIXES):
-        return _escaped_strings(data)
+        segments = _escaped_strings(data)
+        if lowered_name.endswith(".toml") and (b'"""' in data or b"'''" in data):
+            segments.extend(_toml_multiline(data))
+        return segments
     return []
 
 
@@ -118,18 +124,59 @@ def _escaped_strings(data: bytes) -> list[Segment]:
     return out
 
 
-@functools.lru_cache(maxsize=8)
-def _yaml_trigger(exact_names: tuple[str, ...]) -> re.Pattern[bytes]:
-    """Something to decode: a block scalar, an escape, a Kubernetes Secret, or a platform key."""
-    names = b"|".join(re.escape(name.encode("utf-8")) for name in exact_names) or b"(?!)"
-    return re.compile(
-        rb"[:\-][ \t]+[|>][-+0-9]{0,2}[ \t]*(?:#[^\n]*)?\r?\n|\\|^kind:[ \t]*[\"']?Secret\b|(?i:(?:" + names + rb")[\"']?[ \t]*:)",
-        re.MULTILINE,
-    )
+def _toml_multiline(data: bytes) -> list[Segment]:
+    """TOML multi-line strings (a line-ending backslash joins lines): each value as TOML reads it.
+
+    A value is reported on the line of its key (the last key of that name when one repeats).
+    """
+    import tomllib
+
+    try:
+        table = tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return []
+    values: dict[str, list[str]] = {}
+    stack: list[Any] = [table]
+    while stack:
+        node = stack.pop()
+        pairs = list(node.items()) if isinstance(node, dict) else list(enumerate(node)) if isinstance(node, list) else []
+        for key, value in pairs:
+            if isinstance(value, str) and value and "\n" not in value.strip():
+                values.setdefault(str(key), []).append(value)
+            elif isinstance(value, (dict, list)):
+                stack.append(value)
+    out: list[Segment] = []
+    for match in _TOML_MULTILINE.finditer(data):
+        key = match.group(2).decode("utf-8", "replace").rsplit(".", 1)[-1]
+        line = data.count(b"\n", 0, match.start()) + 1
+        close = data.find(match.group(3), match.end())
+        last = line + data.count(b"\n", match.end(), close if close > 0 else match.end())
+        out.extend(Segment(line, line, last, _pair(key, value)) for value in values.get(key, ()))
+    return out
+
+
+_BLOCK_SCALAR = re.compile(rb"[:\-][ \t]+[|>][-+0-9]{0,2}[ \t]*(?:#[^\n]*)?\r?\n")
+_KUBERNETES_SECRET = re.compile(rb"^kind:[ \t]*[\"']?Secret\b", re.MULTILINE)
+
+
+def _worth_decoding(data: bytes, exact_names: tuple[str, ...]) -> bool:
+    """Something to decode: an escape, a block scalar, a Kubernetes Secret, or a platform key.
+
+    Plain substring tests first: one regex with all of these (case-insensitive names) costs
+    more than the scan itself on a large file.
+    """
+    if b"\\" in data:
+        return True
+    if (b"|" in data or b">" in data) and _BLOCK_SCALAR.search(data) is not None:
+        return True
+    if b"Secret" in data and _KUBERNETES_SECRET.search(data) is not None:
+        return True
+    lowered = data.lower()
+    return any(name.encode("utf-8") in lowered for name in exact_names)
 
 
 def _yaml_values(data: bytes, exact_names: tuple[str, ...]) -> list[Segment]:
-    if b"ENC[AES256_GCM," in data or _yaml_trigger(exact_names).search(data) is None:
+    if b"ENC[AES256_GCM," in data or not _worth_decoding(data, exact_names):
         return []  # a sops file's values are ciphertext; most YAML has nothing to decode
     try:
         text = data.decode("utf-8")
