@@ -87,6 +87,14 @@ def test_toml_multiline_string_joined_by_backslashes(repo: OpsRepo) -> None:
     assert where(repo, "ci/config.toml", text) == [(3, "gitlab-token"), (6, "generic-secret")]
 
 
+def test_hostile_nesting_in_a_decoded_file_is_still_scanned_raw(repo: OpsRepo) -> None:
+    token = tok.slack_bot()
+    deep = "x = " + "[" * 5000 + "]" * 5000 + '\ny = """a\\\n b"""\n'
+    assert where(repo, "deep.toml", deep + f'z = "{token}"\n') == [(4, "slack-bot-token")]
+    yaml = "a: " + "[" * 5000 + "]" * 5000 + f'\nb: |\n  {token}\n'
+    assert where(repo, "deep.yaml", yaml) == [(3, "slack-bot-token")]
+
+
 def test_kubernetes_secret_data_is_decoded(repo: OpsRepo) -> None:
     slack = tok.slack_bot()
     config = f"listen: 8080\nupstream_token={tok.generic_value()}\n"
@@ -125,6 +133,11 @@ def test_credentials_in_urls(repo: OpsRepo) -> None:
     output = json.dumps(findings(repo, "deploy.env"))
     assert_redacted(password, output)
     assert_redacted(token, output)
+
+
+def test_a_known_token_in_a_url_is_one_finding(repo: OpsRepo) -> None:
+    text = f"remote = https://ci:{tok.github_classic()}@github.com/ops/infra.git\n"
+    assert where(repo, "ci.env", text) == [(1, "github-token")]
 
 
 # -- platform files -------------------------------------------------------------------------

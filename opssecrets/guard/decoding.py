@@ -133,8 +133,8 @@ def _toml_multiline(data: bytes) -> list[Segment]:
 
     try:
         table = tomllib.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError):
-        return []
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError):
+        return []  # not TOML, or nested past the parser's recursion (hostile input)
     values: dict[str, list[str]] = {}
     stack: list[Any] = [table]
     while stack:

@@ -292,8 +292,12 @@ class LeakScanner:
         for literal in present:
             for compiled in self._rules_for.get(literal, ()):
                 to_run[id(compiled)] = compiled
+        taken: set[int] = set()
         for compiled in sorted(to_run.values(), key=self._rules.index):
-            hits.extend(self._pattern_hits(compiled, data))
+            # a token a rule named (https://ci:ghp_...@host) is one finding, not a second url-credentials one
+            fresh = [hit for hit in self._pattern_hits(compiled, data) if hit.start not in taken]
+            taken.update(hit.start for hit in fresh)
+            hits.extend(fresh)
         if self._generic is not None and not present.isdisjoint(self._names):
             name_hits = len(found) if len(found) <= DENSE_NAME_HITS else sum(1 for word in found if word in self._names)
             spans = [(hit.start, hit.start + len(hit.secret)) for hit in hits]
@@ -354,9 +358,18 @@ class LeakScanner:
             if rule.validate == "entropy" and validators.shannon_entropy(secret) < rule.min_entropy:
                 continue
             if rule.validate == "url-password":
-                if not validators.url_password_ok(secret):
+                if not validators.url_password_ok(secret) or self._is_placeholder(secret):
                     continue
-                whole = secret  # the password alone: the user name is no secret
+                # the finding starts at the password and shows only it: the user name is no secret
+                out.append(
+                    _Hit(
+                        match.start(rule.secret_group),
+                        rule.id,
+                        f"{rule.description} {redact(secret)!s}; remove it, revoke it, and store it with sops",
+                        secret,
+                    )
+                )
+                continue
             if self._is_placeholder(whole):
                 continue
             message = f"{rule.description} {redact(whole)!s}; remove it, revoke it, and store it with sops"
