@@ -191,8 +191,12 @@ def test_a_value_starting_with_a_slash_is_not_automatically_a_path(repo: OpsRepo
 
 @pytest.mark.parametrize("length", [12, 16, 20])
 def test_generated_passwords_assigned_to_password_names(repo: OpsRepo, length: int) -> None:
-    text = f"db_password: {pwgen(length)}\nSMTP_PASSWORD={tok.rand(length)}\nadmin_passphrase: {tok.rand(length)}\n"
-    assert where(repo, "app.env", text) == [(1, "generic-secret"), (2, "generic-secret"), (3, "generic-secret")]
+    text = (
+        f"db_password: {pwgen(length)}\nSMTP_PASSWORD={tok.rand(length)}\nadmin_passphrase: {tok.rand(length)}\n"
+        f"DB_PASS={pwgen(length)}\nMYSQL_PWD='{pwgen(max(length, 16)).lower()}'\n"
+        "bypass_cache: true\ncompass_heading: north-north-west\nPWD=/home/ops/infra\n"
+    )
+    assert where(repo, "app.env", text) == [(n, "generic-secret") for n in (1, 2, 3, 4, 5)]
 
 
 # -- precision: ordinary code is not a secret -----------------------------------------------

@@ -128,7 +128,7 @@ _REFERENCE_PREFIXES = (
 
 
 EXACT_MIN_LENGTH = 8
-PASSWORD_MIN_ENTROPY = 2.8
+PASSWORD_MIN_ENTROPY = 2.3
 
 
 def _last_part(name: bytes) -> str:
@@ -465,7 +465,7 @@ class LeakScanner:
             return False
         if generated:
             # a generated password (pwgen's "eeQu1Ieb2eixo0Oo"): pronounceable, so lower entropy
-            return validators.shannon_entropy(value) >= min(PASSWORD_MIN_ENTROPY, 0.75 * math.log2(len(value)))
+            return validators.shannon_entropy(value) >= min(PASSWORD_MIN_ENTROPY, 0.7 * math.log2(len(value)))
         wanted = min(generic.min_entropy, 0.85 * math.log2(len(value)))
         return validators.shannon_entropy(value) >= wanted
 
