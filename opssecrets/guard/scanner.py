@@ -301,7 +301,7 @@ class LeakScanner:
         if self._generic is not None and not present.isdisjoint(self._names):
             name_hits = len(found) if len(found) <= DENSE_NAME_HITS else sum(1 for word in found if word in self._names)
             spans = [(hit.start, hit.start + len(hit.secret)) for hit in hits]
-            generic = self._generic_hits(self._generic, data, lowered, name_hits, code)
+            generic = self._generic_hits(self._generic, data, lowered, name_hits, code, sorted(present & self._names))
             # a value a specific rule already named (SLACK_APP_TOKEN=xapp-...) is one finding, not two
             hits.extend(hit for hit in generic if not any(start <= hit.start < end for start, end in spans))
         return hits
@@ -378,7 +378,7 @@ class LeakScanner:
 
     # -- the generic rule ----------------------------------------------------------------
 
-    def _assignments(self, lowered: bytes, name_hits: int) -> Iterator[tuple[int, re.Match[bytes]]]:
+    def _assignments(self, lowered: bytes, name_hits: int, present: list[bytes]) -> Iterator[tuple[int, re.Match[bytes]]]:
         """(name word start, match of the tail: name rest, operator, value) for each candidate.
 
         Sparse files: an anchored match right after each name the gate found. Dense files
@@ -389,18 +389,24 @@ class LeakScanner:
             for match in self._dense.finditer(lowered):
                 yield match.start(), match
             return
-        assert self._gate is not None
-        names, tail = self._names, self._tail
-        for word in self._gate.finditer(lowered):
-            if word.group(0) in names:
-                assignment = tail.match(lowered, word.end())
+        # bytes.find per name the gate saw (memchr speed) instead of a second pass of the gate;
+        # a name inside a longer one ("pass" in "password") ends at the same assignment, which
+        # the caller counts once
+        tail = self._tail
+        for name in present:
+            index = lowered.find(name)
+            while index >= 0:
+                assignment = tail.match(lowered, index + len(name))
                 if assignment is not None:
-                    yield word.start(), assignment
+                    yield index, assignment
+                index = lowered.find(name, index + 1)
 
-    def _generic_hits(self, generic: GenericRule, data: bytes, lowered: bytes, name_hits: int, code: bool) -> list[_Hit]:
+    def _generic_hits(
+        self, generic: GenericRule, data: bytes, lowered: bytes, name_hits: int, code: bool, present: list[bytes]
+    ) -> list[_Hit]:
         out: list[_Hit] = []
         seen_ends: set[int] = set()
-        for start, assignment in self._assignments(lowered, name_hits):
+        for start, assignment in self._assignments(lowered, name_hits, present):
             end = assignment.end(1)
             if end in seen_ends:
                 continue
