@@ -288,3 +288,7 @@ def test_binary_files_are_listed_in_json(repo: OpsRepo) -> None:
     result = repo.ops("check", "--json", "logo.png", "blobs/db.sqlite", "readme.txt")
     assert result.code == 0, result
     assert json.loads(result.out) == {"findings": [], "binary": ["blobs/db.sqlite", "logo.png"]}
+    repo.git("add", "-A")
+    for mode in (("--all",), ("--staged",)):
+        result = repo.ops("check", "--json", *mode)
+        assert json.loads(result.out)["binary"] == ["blobs/db.sqlite", "logo.png"], (mode, result)
