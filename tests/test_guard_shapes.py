@@ -80,6 +80,23 @@ def test_json_escapes_hide_a_token(repo: OpsRepo) -> None:
     assert where(repo, "ci.json", text) == [(3, "github-token"), (4, "generic-secret")]
 
 
+def test_escaped_tokens_in_lists(repo: OpsRepo) -> None:
+    def escaped(token: str) -> str:
+        return "".join(f"\\u{ord(ch):04x}" if i < 4 else ch for i, ch in enumerate(token))
+
+    github, slack = tok.github_classic(), tok.slack_bot()
+    repo.write("ci.json", f'{{\n  "args": [\n    "--verbose",\n    "{escaped(github)}"\n  ]\n}}\n')
+    key = tok.openssh_block().replace("\n", "\n    ")
+    repo.write("relay.yaml", f'args:\n  - --verbose\n  - "{escaped(slack)}"\n  - |\n    {key}\n')
+    found = findings(repo, "ci.json", "relay.yaml")
+    assert [(f["path"], f["line"], f["rule"]) for f in found] == [
+        ("ci.json", 4, "github-token"),
+        ("relay.yaml", 3, "slack-bot-token"),
+        ("relay.yaml", 5, "openssh-private-key"),
+    ]
+    assert "in the decoded value" in str(found[0]["message"])
+
+
 def test_toml_multiline_string_joined_by_backslashes(repo: OpsRepo) -> None:
     token = tok.gitlab()
     value = tok.generic_value()

@@ -22,8 +22,8 @@ MAX_VALUE_CHARS = 1 << 16
 ESCAPED_SUFFIXES = (".json", ".toml", ".tf", ".tfvars", ".hcl", ".nix")
 YAML_SUFFIXES = (".yaml", ".yml")
 
-# A quoted value with at least one escape, after a (quoted or bare) key and `:` or `=`.
-_ESCAPED = re.compile(rb"""(?:"([^"\\\r\n]{1,128})"|([A-Za-z0-9_.\-]{1,128}))[ \t]*[:=][ \t]*"((?:[^"\\\r\n]|\\.){1,65536})\"""")
+# A quoted string, after a (quoted or bare) key and `:` or `=` when it has one (not in a list).
+_ESCAPED = re.compile(rb"""(?:(?:"([^"\\\r\n]{1,128})"|([A-Za-z0-9_.\-]{1,128}))[ \t]*[:=][ \t]*)?"((?:[^"\\\r\n]|\\.){1,65536})\"""")
 _ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|x[0-9a-fA-F]{2}|.)", re.DOTALL)
 _SIMPLE_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "0": "\0", "e": "\x1b", "N": "\x85", "_": "\xa0"}
 
@@ -118,7 +118,7 @@ def _escaped_strings(data: bytes) -> list[Segment]:
             body = match.group(3)
             if b"\\" not in body:
                 continue
-            key = (match.group(1) or match.group(2)).decode("utf-8", "replace")
+            key = (match.group(1) or match.group(2) or b"item").decode("utf-8", "replace")
             value = _unescape(body.decode("utf-8", "replace"))
             out.append(Segment(number, number, number, _pair(key, value)))
     return out
@@ -229,6 +229,12 @@ def _kubernetes_secret(doc: Any) -> list[Segment]:
     return out
 
 
+def _decoding_changes(text: str, node: Any) -> bool:
+    """A block scalar, a scalar over several lines, or a double-quoted one with escapes."""
+    start, end = node.start_mark, node.end_mark
+    return node.style in ("|", ">") or start.line != end.line or (node.style == '"' and "\\" in text[start.index : end.index])
+
+
 def _yaml_scalars(text: str, docs: list[Any], exact_names: tuple[str, ...]) -> list[Segment]:
     """Values whose raw lines differ from what they decode to, and every platform key's value."""
     import yaml
@@ -242,7 +248,13 @@ def _yaml_scalars(text: str, docs: list[Any], exact_names: tuple[str, ...]) -> l
             continue
         visited.add(id(node))
         if isinstance(node, yaml.SequenceNode):
-            stack.extend(node.value)
+            for item in node.value:
+                if isinstance(item, yaml.ScalarNode):
+                    if isinstance(item.value, str) and _decoding_changes(text, item):
+                        line = item.start_mark.line + 1
+                        out.append(Segment(line, line, item.end_mark.line + 1, _pair("item", item.value)))
+                else:
+                    stack.append(item)
             continue
         if not isinstance(node, yaml.MappingNode):
             continue
@@ -253,9 +265,7 @@ def _yaml_scalars(text: str, docs: list[Any], exact_names: tuple[str, ...]) -> l
             if not isinstance(key, yaml.ScalarNode) or not isinstance(value.value, str) or not value.value:
                 continue
             start, end = value.start_mark, value.end_mark
-            spans_lines = start.line != end.line
-            escaped = value.style == '"' and "\\" in text[start.index : end.index]
             platform = key.value.rsplit(".", 1)[-1].lower() in exact_names
-            if value.style in ("|", ">") or spans_lines or escaped or platform:
+            if platform or _decoding_changes(text, value):
                 out.append(Segment(key.start_mark.line + 1, start.line + 1, end.line + 1, _pair(key.value, value.value)))
     return out

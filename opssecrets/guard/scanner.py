@@ -330,7 +330,7 @@ class LeakScanner:
             print_fingerprint = fingerprint(hit.secret)
             if print_fingerprint in self.policy.allow_fingerprints:
                 continue
-            out.append(Finding(rel, line, hit.rule, f"{hit.message} (fingerprint {print_fingerprint})"))
+            out.append(Finding(rel, line, hit.rule, f"{hit.message} (in the decoded value; fingerprint {print_fingerprint})"))
         return out
 
     # -- pattern rules -------------------------------------------------------------------
