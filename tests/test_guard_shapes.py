@@ -36,6 +36,14 @@ def pwgen(length: int = 16) -> str:
     return out if any(c.isupper() for c in out) else out[0].upper() + out[1:]
 
 
+def pwgen_secure(length: int = 12) -> str:
+    """``pwgen -s``: random letters and digits, with at least one digit, capital and small letter."""
+    while True:
+        out = tok.rand(length)
+        if any(c.isdigit() for c in out) and any(c.isupper() for c in out) and any(c.islower() for c in out):
+            return out
+
+
 # -- private keys inside strings ------------------------------------------------------------
 
 
@@ -209,7 +217,7 @@ def test_a_value_starting_with_a_slash_is_not_automatically_a_path(repo: OpsRepo
 @pytest.mark.parametrize("length", [12, 16, 20])
 def test_generated_passwords_assigned_to_password_names(repo: OpsRepo, length: int) -> None:
     text = (
-        f"db_password: {pwgen(length)}\nSMTP_PASSWORD={tok.rand(length)}\nadmin_passphrase: {tok.rand(length)}\n"
+        f"db_password: {pwgen(length)}\nSMTP_PASSWORD={pwgen_secure(length)}\nadmin_passphrase: {pwgen_secure(length)}\n"
         f"DB_PASS={pwgen(length)}\nMYSQL_PWD='{pwgen(max(length, 16)).lower()}'\n"
         "bypass_cache: true\ncompass_heading: north-north-west\nPWD=/home/ops/infra\n"
     )

@@ -128,6 +128,7 @@ _REFERENCE_PREFIXES = (
 
 
 EXACT_MIN_LENGTH = 8
+SHORT_NAME = 4  # names this short (pass, pwd) turn up inside random values by chance
 PASSWORD_MIN_ENTROPY = 2.3
 
 
@@ -456,8 +457,8 @@ class LeakScanner:
         if "ENC[" in value or "/nix/store/" in value or "{" in value or "}" in value:
             return False  # ciphertext, store paths, ${VAR} / {{ var }} / f"{x}" templates
         lowered = value.lower()
-        if any(name in lowered for name in generic.names):
-            return False  # "old-password-1", "my_api_token_here": a name, not a secret
+        if any(name in lowered for name in generic.names if len(name) > SHORT_NAME):
+            return False  # "old-password-1", "my_api_token_here": a name, not a secret ("pwd" in a random one is chance)
         if _PATHISH.fullmatch(value):
             return False
         password = any(word in name for word in generic.password_names)
