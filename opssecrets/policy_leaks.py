@@ -19,7 +19,7 @@ from typing import Any
 from opssecrets.errors import BadInput
 
 LEAKS_FILE = "leaks.toml"
-VALIDATORS = ("matrix-crc32", "age-bech32", "pem-body", "entropy")
+VALIDATORS = ("matrix-crc32", "age-bech32", "pem-body", "entropy", "url-password")
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,10 @@ class GenericRule:
     ignore_name_suffixes: tuple[str, ...]
     min_length: int
     min_entropy: float
+    # platform keys (as_token, initialPassword...) whose every literal value is the secret
+    exact_names: tuple[str, ...] = ()
+    # names whose generated passwords (pwgen's, lower entropy) are found too
+    password_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -213,6 +217,8 @@ def _merge(policy: LeakPolicy | None, path: Path, raw: bytes | None = None) -> L
                 ignore_name_suffixes=tuple(s.lower() for s in suffixes),
                 min_length=int(reader.number(generic_raw, "min_length", "[generic]", 12)),
                 min_entropy=reader.number(generic_raw, "min_entropy", "[generic]", 3.5),
+                exact_names=tuple(n.lower() for n in reader.strings(generic_raw, "exact_names", "[generic]")),
+                password_names=tuple(n.lower() for n in reader.strings(generic_raw, "password_names", "[generic]")),
             )
         else:
             generic = replace(
@@ -221,6 +227,9 @@ def _merge(policy: LeakPolicy | None, path: Path, raw: bytes | None = None) -> L
                 ignore_name_suffixes=base_generic.ignore_name_suffixes + tuple(s.lower() for s in suffixes),
                 min_length=int(reader.number(generic_raw, "min_length", "[generic]", base_generic.min_length)),
                 min_entropy=reader.number(generic_raw, "min_entropy", "[generic]", base_generic.min_entropy),
+                exact_names=base_generic.exact_names + tuple(n.lower() for n in reader.strings(generic_raw, "exact_names", "[generic]")),
+                password_names=base_generic.password_names
+                + tuple(n.lower() for n in reader.strings(generic_raw, "password_names", "[generic]")),
             )
         if generic is not None and not generic.names:
             raise reader.fail("[generic] needs at least one name", "[generic]")

@@ -106,6 +106,10 @@ def aws_key() -> str:
     return "AK" + "IA" + rand(16, string.ascii_uppercase + "234567")
 
 
+def url_credentials() -> str:
+    return "https://deploy:" + rand(24) + "@git.clarun.xyz/ops/infra.git"
+
+
 def generic_value() -> str:
     return rand(40)
 
@@ -114,7 +118,7 @@ def findings(repo: OpsRepo, *args: str) -> list[dict[str, object]]:
     result = repo.ops("check", "--json", *args)
     assert result.code in (0, 1), result
     payload = json.loads(result.out)
-    assert set(payload) == {"findings"}
+    assert set(payload) == {"findings", "binary"}
     for finding in payload["findings"]:
         assert set(finding) == {"path", "line", "rule", "message"}
     assert (result.code == 1) == bool(payload["findings"]), result

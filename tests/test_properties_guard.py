@@ -48,6 +48,7 @@ KINDS: dict[str, tuple[str, Callable[[], str], bool]] = {
     "github-fine": ("github-fine-grained-token", tok.github_fine_grained, False),
     "gitlab": ("gitlab-token", tok.gitlab, False),
     "aws": ("aws-access-key", tok.aws_key, False),
+    "url": ("url-credentials", tok.url_credentials, False),
     "pem-rsa": ("private-key", lambda: tok.pem_block("RSA "), True),
     "pem-ec": ("private-key", lambda: tok.pem_block("EC "), True),
     "pem-pkcs8": ("private-key", lambda: tok.pem_block(""), True),

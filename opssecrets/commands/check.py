@@ -12,7 +12,7 @@ from opssecrets.errors import EXIT_FINDINGS, EXIT_OK, BadInput
 @click.command("check")
 @click.option("--staged", is_flag=True, help="Check what is staged in the git index (the staged content).")
 @click.option("--all", "all_files", is_flag=True, help="Check every tracked file.")
-@click.option("--json", "as_json", is_flag=True, help='Print {"findings": [{"path", "line", "rule", "message"}]}.')
+@click.option("--json", "as_json", is_flag=True, help='Print {"findings": [{"path", "line", "rule", "message"}], "binary": [PATH]}.')
 @click.option("--known", is_flag=True, help="Also report files holding the current value of any secret (needs an identity).")
 @click.option("--jobs", type=click.IntRange(min=1), default=None, help="Worker processes for --all (default: CPU count).")
 @click.option(
@@ -61,11 +61,11 @@ def check(
     if as_json:
         from opssecrets.output import emit_json
 
-        emit_json({"findings": [finding.as_dict() for finding in report.findings]})
+        emit_json({"findings": [finding.as_dict() for finding in report.findings], "binary": report.binary})
     else:
         sys.stdout.writelines(finding.render() + "\n" for finding in report.findings)
         if report.findings:
-            skipped = f", {report.binary} binary skipped" if report.binary else ""
+            skipped = f", {len(report.binary)} binary skipped" if report.binary else ""
             sys.stderr.write(
                 f"opssecrets check: {len(report.findings)} finding(s) in {report.checked} file(s){skipped}; "
                 "see docs/guard.md to fix or allow them\n"

@@ -48,7 +48,7 @@ class CheckReport:
     findings: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     checked: int = 0
-    binary: int = 0
+    binary: list[str] = field(default_factory=list)  # files skipped as binary (a NUL in the first 8 KiB)
 
 
 # Set in the parent before forking workers; the workers inherit it.
@@ -66,18 +66,18 @@ def _scan_content(rel: str, data: bytes) -> list[Finding]:
     return findings
 
 
-def _scan_chunk(root: str, rels: list[str]) -> tuple[list[Finding], list[str], int]:
+def _scan_chunk(root: str, rels: list[str]) -> tuple[list[Finding], list[str], list[str]]:
     """Read and scan working-tree files (run in a worker, or in-process)."""
     findings: list[Finding] = []
     notes: list[str] = []
-    binary = 0
+    binary: list[str] = []
     for rel in rels:
         item = sources.read_worktree(Path(root), rel)
         if item.data is None:
             notes.append(f"{rel}: {item.note}")
             continue
         if is_binary(item.data):
-            binary += 1
+            binary.append(rel)
         findings.extend(_scan_content(rel, item.data))
     return findings, notes, binary
 
@@ -99,7 +99,7 @@ def _scan_lazy(root: Path, items: list[sources.Item], jobs: int | None, report: 
     total = sum(item.size for item in items)
     workers = jobs if jobs is not None else (os.cpu_count() or 1)
     chunks = list(_chunks(items))
-    results: Iterable[tuple[list[Finding], list[str], int]]
+    results: Iterable[tuple[list[Finding], list[str], list[str]]]
     if workers > 1 and total >= PARALLEL_MIN_BYTES and len(chunks) > 1 and hasattr(os, "fork"):
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
@@ -112,7 +112,7 @@ def _scan_lazy(root: Path, items: list[sources.Item], jobs: int | None, report: 
     for findings, notes, binary in results:
         report.findings.extend(findings)
         report.notes.extend(notes)
-        report.binary += binary
+        report.binary.extend(binary)
 
 
 def run_check(root: Path, options: CheckOptions) -> CheckReport:
@@ -176,7 +176,7 @@ def run_check(root: Path, options: CheckOptions) -> CheckReport:
         for item in loaded:
             assert item.data is not None
             if is_binary(item.data):
-                report.binary += 1
+                report.binary.append(item.rel)
             report.findings.extend(_scan_content(item.rel, item.data))
         if lazy:
             _scan_lazy(root, lazy, options.jobs, report)
@@ -217,6 +217,7 @@ def run_check(root: Path, options: CheckOptions) -> CheckReport:
             },
             key=lambda f: (f.path, f.line or 0, f.rule, f.message),
         )
+        report.binary.sort()
     finally:
         _SCAN_STATE = None
     return report

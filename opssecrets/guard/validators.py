@@ -44,7 +44,11 @@ def pem_body_ok(data: bytes, end: int) -> bool:
     Documentation shows ``-----BEGIN ... PRIVATE KEY-----`` followed by ``...`` or nothing;
     that is not a key. Looks at most 4 KiB past the header, so a huge file stays linear.
     """
-    window = data[end : end + 4096].lstrip(b"\r\n")
+    window = data[end : end + 4096]
+    if b"\\" in window[:8]:
+        # a key in a JSON, TOML or HCL string: "-----BEGIN ...-----\\nMIIE...\\n"
+        window = window.replace(b"\\\\", b"\\").replace(b"\\n", b"\n").replace(b"\\r", b"")
+    window = window.lstrip(b"\r\n")
     while True:
         header = _PEM_HEADER.match(window)
         if header is None:
@@ -61,3 +65,16 @@ def shannon_entropy(text: bytes | str) -> float:
     counts = Counter(text)
     total = len(text)
     return -sum(c / total * math.log2(c / total) for c in counts.values())
+
+
+_URL_WORD = re.compile(rb"[a-z]+[0-9]{0,3}|[A-Z]+[0-9]{0,3}|[0-9]+|\*+|x+|\.+")
+_URL_TEMPLATE = re.compile(rb"[${}%<>*]")
+
+
+def url_password_ok(secret: bytes) -> bool:
+    """The password of ``scheme://user:password@host`` is a value, not a documented stand-in.
+
+    ``user:password@``, ``user:pass123@``, ``:${DB_PASSWORD}@``, ``:%(pw)s@``, ``:****@``
+    are documentation or templates; anything else of 6+ characters is a credential.
+    """
+    return len(secret) >= 6 and _URL_WORD.fullmatch(secret) is None and _URL_TEMPLATE.search(secret) is None
