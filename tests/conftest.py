@@ -6,6 +6,7 @@ into the test's temp dir, and every key is generated at run time.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -158,6 +159,19 @@ class OpsRepo:
             for p in sorted(self.root.rglob("*"))
             if p.is_file() and ".git" not in p.relative_to(self.root).parts
         }
+
+
+def stored_identity(store: Path) -> str | None:
+    if not store.exists():
+        return None
+    value: str | None = json.loads(store.read_text()).get("opssecrets", {}).get("age-identity")
+    return value
+
+
+def age_keygen_y(identity: str) -> str:
+    """The recipient as the real age-keygen computes it (an independent check of ours)."""
+    proc = subprocess.run(["age-keygen", "-y"], input=identity + "\n", capture_output=True, text=True, check=True)
+    return proc.stdout.strip()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_ROOT, AgeKey, OpsRepo
+from conftest import PROJECT_ROOT, AgeKey, OpsRepo, age_keygen_y, stored_identity
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
@@ -20,19 +20,6 @@ TESTS = Path(__file__).resolve().parent
 CHILD_PATH = {"PYTHONPATH": f"{PROJECT_ROOT}{os.pathsep}{TESTS}"}
 FAIL_BACKEND = "keyring.backends.fail.Keyring"
 SECRET_PREFIX = "AGE-SECRET-KEY-"
-
-
-def stored_identity(store: Path) -> str | None:
-    if not store.exists():
-        return None
-    value: str | None = json.loads(store.read_text()).get("opssecrets", {}).get("age-identity")
-    return value
-
-
-def age_keygen_y(identity: str) -> str:
-    """The recipient as the real age-keygen computes it (an independent check of ours)."""
-    proc = subprocess.run(["age-keygen", "-y"], input=identity + "\n", capture_output=True, text=True, check=True)
-    return proc.stdout.strip()
 
 
 def openssh_ed25519() -> tuple[bytes, str]:

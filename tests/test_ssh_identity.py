@@ -6,19 +6,21 @@ from __future__ import annotations
 import json
 import os
 import pty
+import secrets
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_ROOT, AgeKey, OpsRepo
+from conftest import PROJECT_ROOT, AgeKey, OpsRepo, age_keygen_y, stored_identity
+from rotation_support import bot_token
 
 from opssecrets.keys import parse_ssh_public_key
 
 TESTS = Path(__file__).resolve().parent
 CHILD_PATH = {"PYTHONPATH": f"{PROJECT_ROOT}{os.pathsep}{TESTS}"}  # the child finds the test keyring backend
-PASSPHRASE = "correct horse battery"
-VALUE = "xoxb-1111-2222-abcdefABCDEF"
+PASSPHRASE = "pass " + secrets.token_urlsafe(12)  # generated per run, with a space as people type them
+VALUE = bot_token()
 
 
 def make_ssh_key(path: Path, passphrase: str) -> str:
@@ -26,18 +28,6 @@ def make_ssh_key(path: Path, passphrase: str) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", passphrase, "-C", "eng@laptop", "-f", str(path)], check=True)
     return parse_ssh_public_key(path.with_name(path.name + ".pub").read_text()).age_recipient
-
-
-def stored_identity(store: Path) -> str | None:
-    if not store.exists():
-        return None
-    value: str | None = json.loads(store.read_text()).get("opssecrets", {}).get("age-identity")
-    return value
-
-
-def age_keygen_y(identity: str) -> str:
-    proc = subprocess.run(["age-keygen", "-y"], input=identity + "\n", capture_output=True, text=True, check=True)
-    return proc.stdout.strip()
 
 
 @pytest.fixture
