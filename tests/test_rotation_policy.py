@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -191,9 +192,12 @@ def test_malformed_policy_through_the_cli(tmp_path: Path, repo: object) -> None:
 
 def test_the_documented_repository_policy_example_loads(tmp_path: Path) -> None:
     text = (PROJECT_ROOT / "docs" / "rotation.md").read_text()
-    start = text.index("```toml\n") + len("```toml\n")
-    _repo_policy(tmp_path, text[start : text.index("```", start)])
+    examples = re.findall(r"^```toml\n(.*?)^```", text, re.S | re.M)
+    [kinds_example] = [block for block in examples if "[kinds." in block]
+    [notify_example] = [block for block in examples if "[notify]" in block]
+    _repo_policy(tmp_path, kinds_example + "\n" + notify_example)
     policy = load_policy(tmp_path)
+    assert policy.notify is not None and policy.notify.room == "!ops:clarun.xyz"
     assert policy.kind_for_key("bridge/bot").name == "slack-bot-token"
     assert policy.kind_for_key("bridge/bot").expected_team == "chochacho"
     assert policy.kind_for_key("forgejo/runner_token").max_age_days == 180
