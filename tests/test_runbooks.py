@@ -313,6 +313,11 @@ def _audit_after_offboarding(world: World) -> Callable[[], None]:
         assert world.repo.sops("decrypt", str(spliced), identity=alice).returncode != 0
         spliced.unlink()
         assert world.repo.ops("exposure", "--strict").code == 0
+        _git_clean(world)
+
+    return after
+
+
 def _status_reminders(world: World) -> Callable[[], None]:
     # step 1 of the runbook is done by hand in an editor (sops edit): the bot's token is stored
     bot = "syt_" + registration_token()
