@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from opssecrets.rules import POLICY_KEYS
+from opssecrets.yamllimits import safe_load
 
 FORMATS = {".yaml": "yaml", ".yml": "yaml", ".json": "json", ".env": "dotenv", ".ini": "ini"}
 # Where the content does not parse as the name says, other formats are tried in this order: JSON before YAML (JSON is
@@ -178,16 +179,6 @@ def _child(node: Any, key: Any, default: Any) -> Any:
     return node.setdefault(key, default)
 
 
-def _parse_yaml(text: str) -> Any:
-    import yaml
-
-    from opssecrets.yamllimits import check_depth
-
-    check_depth(text)  # raises TooDeep (a ValueError) before libyaml could crash on it
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
-
-
 def parse_tree(path: Path | str, text: str, fmt: str | None = None) -> tuple[dict[str, Any], Any]:
     """Return ``(tree without sops, raw sops metadata)`` for any sops format (``fmt``, else
     the one the name says)."""
@@ -212,7 +203,7 @@ def parse_tree(path: Path | str, text: str, fmt: str | None = None) -> tuple[dic
         meta = _unflatten(dict(parser["sops"])) if parser.has_section("sops") else None
         return tree, meta
     # sops' binary store writes JSON ({"data": "ENC[...]", "sops": {...}})
-    data = json.loads(text) if fmt in ("json", "binary") else _parse_yaml(text)
+    data = json.loads(text) if fmt in ("json", "binary") else safe_load(text)  # TooDeep (a ValueError) before libyaml could crash
     if not isinstance(data, dict):
         return {}, None
     meta = data.get("sops")
