@@ -18,7 +18,7 @@ from typing import Any
 from opssecrets.errors import BadInput
 from opssecrets.guard.findings import Finding
 from opssecrets.rules import CreationRule, matching_rule, rules_from_data
-from opssecrets.secretfile import NotASopsFile, SopsMetadata, file_format, metadata_from, other_format, parse_tree
+from opssecrets.secretfile import NotASopsFile, SopsMetadata, file_format, flat_entries, metadata_from, other_format, parse_tree
 
 CONFIG_NAME = ".sops.yaml"
 DEFAULT_UNENCRYPTED_SUFFIX = "_unencrypted"
@@ -173,25 +173,13 @@ def _yaml_metadata(text: str) -> SopsMetadata:
 
 
 def _flat_leaves(text: str, fmt: str) -> Iterator[_Leaf]:
-    """dotenv (``KEY=VALUE``) and INI (``[section]`` then ``key = value``) as sops writes them."""
-    section: str | None = None
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith(("#", ";")):
-            continue
-        if fmt == "ini" and line.startswith("[") and line.endswith("]"):
-            section = line[1:-1].strip()
-            continue
-        if "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        key, value = key.strip(), value.strip() if fmt == "ini" else value
+    """dotenv and INI entries (secretfile's one reader) without sops' own ``sops_*`` / ``[sops]``."""
+    for entry in flat_entries(text, fmt):
         if fmt == "dotenv":
-            if key.startswith("sops_"):
-                continue
-            yield _Leaf((key,), value, number)
-        elif section != "sops":
-            yield _Leaf((section, key) if section else (key,), value, number)
+            if not entry.key.startswith("sops_"):
+                yield _Leaf((entry.key,), entry.value.rstrip(), entry.line)
+        elif entry.section != "sops":
+            yield _Leaf((entry.section, entry.key) if entry.section else (entry.key,), entry.value, entry.line)
 
 
 def _leaves(text: str, fmt: str) -> Iterator[_Leaf]:
