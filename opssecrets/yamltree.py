@@ -236,7 +236,9 @@ def parse(text: str, source: str) -> Node | None:
                     node.end = event.end_mark.index
                 elif children:
                     node.end = max(child.end for child in children)
-    except _YAML_ERRORS as exc:
+    except Exception as exc:
+        if not isinstance(exc, _yaml_errors()):  # imports ruamel only now: `check` never loads it
+            raise
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
         problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or exc.__class__.__name__
@@ -255,5 +257,3 @@ def _yaml_errors() -> tuple[type[Exception], ...]:
         return (RuamelError,)
     return (RuamelError, YAMLError)
 
-
-_YAML_ERRORS = _yaml_errors()
