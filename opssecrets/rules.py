@@ -222,15 +222,13 @@ def load_rules_fast(config_path: Path) -> list[CreationRule]:
     import yaml
 
     refuse_symlink(config_path)
-    from opssecrets.yamllimits import too_deep
+    from opssecrets.yamllimits import TooDeep, safe_load
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     text = config_path.read_text(encoding="utf-8")
-    where = too_deep(text)
-    if where is not None:
-        raise BadInput(f"{config_path}: {where}nested too deep to be a .sops.yaml; fix the file")
     try:
-        data = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
+        data = safe_load(text)
+    except TooDeep as exc:
+        raise BadInput(f"{config_path}: {exc.where}nested too deep to be a .sops.yaml; fix the file") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

@@ -9,6 +9,7 @@ needs no identity, so ``access``, ``reencrypt --check``, ``status`` and the guar
 from __future__ import annotations
 
 import configparser
+import io
 import json
 import re
 from collections.abc import Iterator, Mapping
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from opssecrets.rules import POLICY_KEYS
+from opssecrets.yamllimits import safe_load
 
 FORMATS = {".yaml": "yaml", ".yml": "yaml", ".json": "json", ".env": "dotenv", ".ini": "ini"}
 # Where the content does not parse as the name says, other formats are tried in this order: JSON before YAML (JSON is
@@ -178,14 +180,75 @@ def _child(node: Any, key: Any, default: Any) -> Any:
     return node.setdefault(key, default)
 
 
-def _parse_yaml(text: str) -> Any:
-    import yaml
+INI_DEFAULT = "DEFAULT"  # configparser's (and go-ini's) section whose keys every section inherits
+_INI_SECTION = re.compile(r"\[(?P<header>.+)\]")
+_INI_OPTION = re.compile(r"(?P<key>.*?)\s*[=:]\s*(?P<value>.*)$")
 
-    from opssecrets.yamllimits import check_depth
 
-    check_depth(text)  # raises TooDeep (a ValueError) before libyaml could crash on it
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
+@dataclass(frozen=True)
+class FlatEntry:
+    """One ``key=value`` of a dotenv or INI file: its INI section (None in dotenv) and line."""
+
+    section: str | None
+    key: str
+    value: str
+    line: int
+
+
+def flat_entries(text: str, fmt: str) -> list[FlatEntry]:
+    """The entries of a dotenv or INI file, in file order (a key may appear twice: the last counts).
+
+    dotenv as sops reads it: ``KEY=VALUE`` split at the first ``=``, nothing stripped, ``#``
+    lines and lines without ``=`` skipped. INI as Python's configparser reads it (with
+    ``interpolation=None, strict=False`` and case kept): ``=`` or ``:``, values stripped,
+    indented lines continue a value, ``#``/``;`` comment lines; a key outside any section,
+    an empty key or a line that is none of these raises configparser.Error, as configparser does.
+    Both the secret-file reader and the guard read these formats here, so they agree."""
+    if fmt == "dotenv":
+        return [
+            FlatEntry(None, key, value, number)
+            for number, line in enumerate(text.splitlines(), start=1)
+            if line.strip() and not line.lstrip().startswith("#") and "=" in line
+            for key, _, value in [line.partition("=")]
+        ]
+    return _ini_read(text)[0]
+
+
+def _ini_read(text: str) -> tuple[list[FlatEntry], list[str]]:
+    """The entries, and every section header's name (a section may hold no entry)."""
+    names: list[str] = []
+    entries: list[FlatEntry] = []
+    parts: list[list[str]] = []  # each entry's value lines, joined at the end
+    section: str | None = None
+    current: int | None = None  # the entry a more indented line continues
+    indent = 0
+    for number, line in enumerate(io.StringIO(text), start=1):  # "\n" only, as configparser splits
+        stripped = line.strip()
+        if stripped.startswith(("#", ";")):
+            continue
+        if not stripped:
+            if current is not None:
+                parts[current].append("")  # an empty line inside a value, dropped at its end
+            continue
+        here = len(line) - len(line.lstrip())
+        if current is not None and here > indent:
+            parts[current].append(stripped)
+            continue
+        indent = here
+        header = _INI_SECTION.match(stripped)
+        if header is not None:
+            section, current = header.group("header"), None
+            names.append(section)
+            continue
+        if section is None:
+            raise configparser.MissingSectionHeaderError("<string>", number, line)
+        option = _INI_OPTION.match(stripped)
+        if option is None or not option.group("key"):
+            raise configparser.ParsingError(f"line {number}: neither a [section] nor a key = value")
+        current = len(entries)
+        entries.append(FlatEntry(section, option.group("key").rstrip(), "", number))
+        parts.append([option.group("value").strip()])
+    return [FlatEntry(e.section, e.key, "\n".join(lines).rstrip(), e.line) for e, lines in zip(entries, parts, strict=True)], names
 
 
 def parse_tree(path: Path | str, text: str, fmt: str | None = None) -> tuple[dict[str, Any], Any]:
@@ -195,24 +258,25 @@ def parse_tree(path: Path | str, text: str, fmt: str | None = None) -> tuple[dic
     if fmt == "dotenv":
         tree: dict[str, Any] = {}
         flat: dict[str, str] = {}
-        for line in text.splitlines():
-            if not line.strip() or line.lstrip().startswith("#") or "=" not in line:
-                continue
-            key, _, value = line.partition("=")
-            if key.startswith("sops_"):
-                flat[key[len("sops_") :]] = value
+        for entry in flat_entries(text, fmt):
+            if entry.key.startswith("sops_"):
+                flat[entry.key[len("sops_") :]] = entry.value
             else:
-                tree[key] = value
+                tree[entry.key] = entry.value
         return tree, (_unflatten(flat) if flat else None)
     if fmt == "ini":
-        parser = configparser.ConfigParser(interpolation=None, strict=False)
-        parser.optionxform = str  # type: ignore[assignment,method-assign]
-        parser.read_string(text)
-        tree = {section: dict(parser[section]) for section in parser.sections() if section != "sops"}
-        meta = _unflatten(dict(parser["sops"])) if parser.has_section("sops") else None
-        return tree, meta
+        entries, names = _ini_read(text)
+        sections: dict[str, dict[str, str]] = {name: {} for name in names}
+        for entry in entries:
+            sections[entry.section or INI_DEFAULT][entry.key] = entry.value
+        defaults = sections.pop(INI_DEFAULT, {})
+        for values in sections.values():  # every section sees DEFAULT's keys, as in configparser
+            for key, value in defaults.items():
+                values.setdefault(key, value)
+        meta_values = sections.pop("sops", None)
+        return dict(sections), (_unflatten(meta_values) if meta_values is not None else None)
     # sops' binary store writes JSON ({"data": "ENC[...]", "sops": {...}})
-    data = json.loads(text) if fmt in ("json", "binary") else _parse_yaml(text)
+    data = json.loads(text) if fmt in ("json", "binary") else safe_load(text)  # TooDeep (a ValueError) before libyaml could crash
     if not isinstance(data, dict):
         return {}, None
     meta = data.get("sops")

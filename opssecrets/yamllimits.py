@@ -6,11 +6,16 @@ loader crashes the whole process with a segmentation fault on deep compact seque
 (``- - - - ...``, 400 KB is enough). Files in a repository are untrusted input to the
 guard, so every YAML parse of one is preceded by this check, which runs at regex speed
 (no Python loop per character: a 10 MB file costs a few tens of milliseconds).
+
+The parse entrances at the end of this module are the only way opssecrets reaches a YAML
+parser, so the check cannot be forgotten (tests/test_yaml_entrance.py enforces it).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from typing import Any
 
 MAX_DEPTH = 64  # a .sops.yaml or a secrets file is a few levels deep
 
@@ -64,3 +69,78 @@ def check_depth(text: str) -> None:
     where = too_deep(text)
     if where is not None:
         raise TooDeep(where)
+
+
+# -- the only entrances to PyYAML (and ruamel's parser) in opssecrets ------------------------------
+# Every parse of text goes through one of these, so none can forget the depth check above
+# (tests/test_yaml_entrance.py fails on a PyYAML load or parse anywhere else). Each checks
+# the depth eagerly, then hands back the parser's own result or lazy iterator, so callers
+# see PyYAML's values, nodes, events and errors (yaml.YAMLError) exactly as before.
+
+
+def _safe_loader() -> Any:
+    import yaml
+
+    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: fast
+
+
+def safe_load(text: str) -> Any:
+    """The one document of ``text`` as plain data (``yaml.safe_load``, C loader when present);
+    raises TooDeep before the parser could crash, yaml.YAMLError for invalid YAML."""
+    import yaml
+
+    check_depth(text)
+    return yaml.load(text, Loader=_safe_loader())  # noqa: S506 - a safe loader
+
+
+def safe_load_all(text: str) -> Iterator[Any]:
+    """Every document of ``text`` as plain data (lazily, as ``yaml.safe_load_all``)."""
+    import yaml
+
+    check_depth(text)
+    return yaml.load_all(text, Loader=_safe_loader())
+
+
+def compose_all(text: str) -> Iterator[Any]:
+    """Every document of ``text`` as PyYAML nodes (with marks: line numbers, styles)."""
+    import yaml
+
+    check_depth(text)
+    return yaml.compose_all(text, Loader=_safe_loader())
+
+
+def events(text: str) -> Iterator[Any]:
+    """PyYAML's event stream of ``text`` (``yaml.parse``, C parser when present)."""
+    import yaml
+
+    check_depth(text)
+    return yaml.parse(text, Loader=_safe_loader())
+
+
+def round_trip_events(text: str) -> Iterator[Any]:
+    """The event stream yamltree edits ``.sops.yaml`` from: libyaml's (PyYAML's C parser)
+    when present, else ruamel.yaml's round-trip parser.
+
+    libyaml is the C library go-yaml (sops' parser) was ported from, so it reads anchors
+    the way sops does (``&users:`` is ``&users`` then ``:``), and it is about twenty times
+    faster: a large real config (hundreds of KB) is edited in well under a second per
+    change instead of a minute. Both report character offsets for every event. Errors are
+    PyYAML's or ruamel's YAMLError."""
+    check_depth(text)
+    return _round_trip_events(text)
+
+
+def _round_trip_events(text: str) -> Iterator[Any]:
+    try:
+        from yaml._yaml import CParser
+    except ImportError:
+        from ruamel.yaml import YAML
+
+        yield from YAML(typ="rt").parse(text)
+        return
+    parser = CParser(text)
+    try:
+        while parser.check_event():
+            yield parser.get_event()
+    finally:
+        parser.dispose()

@@ -156,9 +156,10 @@ def parse(text: str, source: str) -> Node | None:
     before its anchor.
     """
 
-    where = yamllimits.too_deep(text)
-    if where is not None:
-        raise BadInput(f"{source}: {where}nested more than {MAX_DEPTH} levels deep; a .sops.yaml is a few levels deep")
+    try:
+        events = yamllimits.round_trip_events(text)
+    except yamllimits.TooDeep as exc:
+        raise BadInput(f"{source}: {exc.where}nested more than {MAX_DEPTH} levels deep; a .sops.yaml is a few levels deep") from None
     anchors: dict[str, Node] = {}
     stack: list[Node] = []
     pending_key: list[Node | None] = []
@@ -187,7 +188,7 @@ def parse(text: str, source: str) -> Node | None:
 
     try:
         deadline = time.monotonic() + MAX_READ_SECONDS
-        for count, event in enumerate(_events(text)):
+        for count, event in enumerate(events):
             if count % 4096 == 0 and time.monotonic() > deadline:
                 raise BadInput(f"{source}: reading it took more than {MAX_READ_SECONDS:.0f} s; a .sops.yaml is far smaller: fix the file")
             kind_of = type(event).__name__
@@ -235,7 +236,9 @@ def parse(text: str, source: str) -> Node | None:
                     node.end = event.end_mark.index
                 elif children:
                     node.end = max(child.end for child in children)
-    except _YAML_ERRORS as exc:
+    except Exception as exc:
+        if not isinstance(exc, _yaml_errors()):  # imports ruamel only now: `check` never loads it
+            raise
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
         problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or exc.__class__.__name__
@@ -254,27 +257,3 @@ def _yaml_errors() -> tuple[type[Exception], ...]:
         return (RuamelError,)
     return (RuamelError, YAMLError)
 
-
-_YAML_ERRORS = _yaml_errors()
-
-
-def _events(text: str) -> Iterator[Any]:
-    """The event stream of ``text``: libyaml's (PyYAML's C parser) when present, else ruamel's.
-
-    libyaml is the C library go-yaml (sops' parser) was ported from, so it reads anchors
-    the way sops does (``&users:`` is ``&users`` then ``:``), and it is about twenty times
-    faster: a large real config (hundreds of KB) is edited in well under a second per
-    change instead of a minute. Both report character offsets for every event."""
-    try:
-        from yaml._yaml import CParser
-    except ImportError:
-        from ruamel.yaml import YAML
-
-        yield from YAML(typ="rt").parse(text)
-        return
-    parser = CParser(text)
-    try:
-        while parser.check_event():
-            yield parser.get_event()
-    finally:
-        parser.dispose()

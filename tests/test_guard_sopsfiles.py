@@ -150,3 +150,15 @@ def test_multi_document_yaml(repo: OpsRepo) -> None:
     found = findings(repo, "secrets/multi.yaml")
     assert [f["rule"] for f in found] == ["sops-plaintext-value"]
     assert "pasted" in str(found[0]["message"])
+
+
+def test_ini_value_after_a_colon_is_found(repo: OpsRepo) -> None:
+    """INI readers (configparser, sops' go-ini) take ``key: value`` as ``key = value``: so does the guard."""
+    sops_config(repo)
+    rel = "secrets/app.ini"
+    path = repo.encrypt(rel, FORMATS[rel][0].format(v=tok.rand(24)))
+    pasted = "pasted-" + tok.rand(8)
+    path.write_text(path.read_text().replace("[db]\n", f"[db]\nextra: {pasted}\n", 1))
+    found = findings(repo, rel)
+    assert summary(found) == [(rel, 2, "sops-plaintext-value")]
+    assert pasted[7:] not in json.dumps(found)

@@ -182,16 +182,13 @@ def _yaml_values(data: bytes, exact_names: tuple[str, ...]) -> list[Segment]:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         return []
-    from opssecrets.yamllimits import too_deep
-
-    if too_deep(text) is not None:
-        return []
     import yaml
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    from opssecrets.yamllimits import compose_all
+
     try:
-        docs = [doc for doc in yaml.compose_all(text, Loader=loader) if doc is not None]
-    except (yaml.YAMLError, RecursionError, ValueError):
+        docs = [doc for doc in compose_all(text) if doc is not None]
+    except (yaml.YAMLError, RecursionError, ValueError):  # TooDeep is a ValueError
         return []
     out: list[Segment] = []
     for doc in docs:

@@ -181,13 +181,15 @@ def anchored_keys(config_text: str) -> dict[str, tuple[str, int]]:
     """Every anchored scalar of ``.sops.yaml``: anchor -> (key text, line)."""
     import yaml
 
+    from opssecrets.yamllimits import TooDeep, events
+
     out: dict[str, tuple[str, int]] = {}
     try:
-        for event in yaml.parse(config_text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+        for event in events(config_text):
             if isinstance(event, yaml.ScalarEvent) and event.anchor is not None:
                 line = event.start_mark.line + 1 if event.start_mark is not None else 0
                 out.setdefault(event.anchor, (event.value.strip(), line))
-    except yaml.YAMLError:
+    except (yaml.YAMLError, TooDeep):
         return {}  # the config check reports an unparseable .sops.yaml
     return out
 
@@ -259,10 +261,10 @@ def _why(anchor: str | None, rule: CreationRule | None, rule_ok: bool, meta_ok: 
 
 def check_hosts(config_text: str, nix_files: Iterable[str], read: Reader) -> list[HostFinding]:
     """Every (host, declaring line) whose host cannot decrypt the sops file it declares."""
-    import yaml
+    from opssecrets.yamllimits import safe_load
 
     try:
-        rules = rules_from_data(yaml.load(config_text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))  # noqa: S506
+        rules = rules_from_data(safe_load(config_text))
     except Exception:  # an unparseable .sops.yaml is the config check's finding
         return []
     anchors = anchored_keys(config_text)
@@ -332,10 +334,10 @@ def host_findings(root: Path, read: Reader, config_data: bytes | None, checked: 
 
 def _any_covered(config_data: bytes, rels: set[str]) -> bool:
     """Whether a creation rule covers any of ``rels`` (so it may be a sops file a host uses)."""
-    import yaml
+    from opssecrets.yamllimits import safe_load
 
     try:
-        rules = rules_from_data(yaml.load(config_data, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))  # noqa: S506
+        rules = rules_from_data(safe_load(config_data.decode("utf-8")))
         return any(matching_rule(rules, rel) is not None for rel in rels)
     except Exception:  # an unparseable .sops.yaml is the config check's finding
         return False

@@ -64,13 +64,10 @@ def _values_of(rel: str, plaintext: bytes) -> list[KnownValue]:
     try:
         text = plaintext.decode("utf-8")
         if file_format(rel) == "yaml":  # possibly several documents
-            import yaml
+            from opssecrets.yamllimits import safe_load_all
 
-            from opssecrets.yamllimits import check_depth
-
-            check_depth(text)  # a hostile file decrypts to anything; libyaml must not crash on it
-            loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-            trees = [doc for doc in yaml.load_all(text, Loader=loader) if isinstance(doc, dict)]
+            # a hostile file decrypts to anything; safe_load_all refuses what would crash libyaml
+            trees = [doc for doc in safe_load_all(text) if isinstance(doc, dict)]
         else:
             trees = [parse_tree(Path(rel), text)[0]]
     except Exception:  # decrypted but unparseable: nothing to compare (never show why: it holds values)

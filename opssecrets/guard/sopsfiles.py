@@ -18,7 +18,7 @@ from typing import Any
 from opssecrets.errors import BadInput
 from opssecrets.guard.findings import Finding
 from opssecrets.rules import CreationRule, matching_rule, rules_from_data
-from opssecrets.secretfile import NotASopsFile, SopsMetadata, file_format, metadata_from, other_format, parse_tree
+from opssecrets.secretfile import NotASopsFile, SopsMetadata, file_format, flat_entries, metadata_from, other_format, parse_tree
 
 CONFIG_NAME = ".sops.yaml"
 DEFAULT_UNENCRYPTED_SUFFIX = "_unencrypted"
@@ -44,18 +44,15 @@ def load_config(data: bytes | None) -> SopsConfigView:
         return SopsConfigView(())
     import yaml
 
-    from opssecrets.yamllimits import too_deep
+    from opssecrets.yamllimits import TooDeep, safe_load
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        text = data.decode("utf-8")
-        where = too_deep(text)
-        if where is not None:
-            line = int(where.split()[1].rstrip(":")) if where else None
-            return SopsConfigView(
-                (), Finding(CONFIG_NAME, line, RULE_CONFIG, "is nested too deep to be a .sops.yaml; sops cannot use it: fix the file")
-            )
-        parsed = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
+        parsed = safe_load(data.decode("utf-8"))
+    except TooDeep as exc:
+        line = int(exc.where.split()[1].rstrip(":")) if exc.where else None
+        return SopsConfigView(
+            (), Finding(CONFIG_NAME, line, RULE_CONFIG, "is nested too deep to be a .sops.yaml; sops cannot use it: fix the file")
+        )
     except UnicodeDecodeError:
         return SopsConfigView((), Finding(CONFIG_NAME, None, RULE_CONFIG, "is not UTF-8 text; sops cannot read it; save it as UTF-8"))
     except yaml.YAMLError as exc:
@@ -137,10 +134,9 @@ class TooManyLeaves(Exception):
 def _yaml_leaves(text: str) -> Iterator[_Leaf]:
     import yaml
 
-    from opssecrets.yamllimits import check_depth
+    from opssecrets.yamllimits import compose_all
 
-    check_depth(text)
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    roots = compose_all(text)  # TooDeep before libyaml could crash on it
     budget = [MAX_LEAVES]
 
     def walk(node: yaml.Node, path: tuple[str, ...]) -> Iterator[_Leaf]:
@@ -160,20 +156,16 @@ def _yaml_leaves(text: str) -> Iterator[_Leaf]:
             is_null = node.tag == "tag:yaml.org,2002:null"
             yield _Leaf(path, None if is_null else str(node.value), node.start_mark.line + 1)
 
-    for root in yaml.compose_all(text, Loader=loader):  # sops writes one sops block per document
+    for root in roots:  # sops writes one sops block per document
         if isinstance(root, yaml.MappingNode):
             yield from walk(root, ())
 
 
 def _yaml_metadata(text: str) -> SopsMetadata:
     """The metadata of a (possibly multi-document) YAML sops file: every document needs its own."""
-    import yaml
+    from opssecrets.yamllimits import safe_load_all
 
-    from opssecrets.yamllimits import check_depth
-
-    check_depth(text)  # TooDeep before libyaml could crash on it
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    documents = [doc for doc in yaml.load_all(text, Loader=loader) if doc is not None]
+    documents = [doc for doc in safe_load_all(text) if doc is not None]  # TooDeep before libyaml could crash
     if not documents:
         raise NotASopsFile("empty")
     metadata = [metadata_from(doc.get("sops") if isinstance(doc, dict) else None) for doc in documents]
@@ -181,25 +173,13 @@ def _yaml_metadata(text: str) -> SopsMetadata:
 
 
 def _flat_leaves(text: str, fmt: str) -> Iterator[_Leaf]:
-    """dotenv (``KEY=VALUE``) and INI (``[section]`` then ``key = value``) as sops writes them."""
-    section: str | None = None
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith(("#", ";")):
-            continue
-        if fmt == "ini" and line.startswith("[") and line.endswith("]"):
-            section = line[1:-1].strip()
-            continue
-        if "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        key, value = key.strip(), value.strip() if fmt == "ini" else value
+    """dotenv and INI entries (secretfile's one reader) without sops' own ``sops_*`` / ``[sops]``."""
+    for entry in flat_entries(text, fmt):
         if fmt == "dotenv":
-            if key.startswith("sops_"):
-                continue
-            yield _Leaf((key,), value, number)
-        elif section != "sops":
-            yield _Leaf((section, key) if section else (key,), value, number)
+            if not entry.key.startswith("sops_"):
+                yield _Leaf((entry.key,), entry.value.rstrip(), entry.line)
+        elif entry.section != "sops":
+            yield _Leaf((entry.section, entry.key) if entry.section else (entry.key,), entry.value, entry.line)
 
 
 def _leaves(text: str, fmt: str) -> Iterator[_Leaf]:
