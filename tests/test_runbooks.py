@@ -314,6 +314,8 @@ def _audit_after_offboarding(world: World) -> Callable[[], None]:
         spliced.unlink()
         assert world.repo.ops("exposure", "--strict").code == 0
 
+    return after
+
 
 def _status_reminders(world: World) -> Callable[[], None]:
     # step 1 of the runbook is done by hand in an editor (sops edit): the bot's token is stored
