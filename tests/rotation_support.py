@@ -1,8 +1,8 @@
 """Test support for rotation: real HTTP servers on 127.0.0.1 standing in for Slack and a
-Matrix homeserver, a platform-like repository, tokens built at run time, and a pty runner.
+Matrix homeserver, a platform-like repository, and a pty runner.
 
-Tokens are assembled from parts when a test runs, so no committed file holds anything that
-looks like a real Slack token.
+Slack tokens come from tests/guard_support.py (made at run time, so no committed file holds
+anything that looks like a real one); the CLI runs through tests/conftest.py ``cli_argv``.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ import secrets
 import select
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.parse
@@ -26,15 +24,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from guard_support import slack_app, slack_bot
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-
-
-def bot_token() -> str:
-    return "xox" + "b-" + "-".join(str(secrets.randbelow(10**12)) for _ in range(2)) + "-" + secrets.token_hex(12)
-
-
-def app_token() -> str:
-    return "xa" + "pp-1-A" + secrets.token_hex(5).upper() + "-" + str(secrets.randbelow(10**12)) + "-" + secrets.token_hex(16)
 
 
 def registration_token() -> str:
@@ -93,9 +85,7 @@ class _Handler(BaseHTTPRequestHandler):
             if not token.startswith("xoxb-"):
                 self._reply(200, {"ok": False, "error": "not_allowed_token_type" if token else "not_authed"})
             elif self.service.knows(token):
-                self._reply(
-                    200, {"ok": True, "team": self.service.team, "team_id": "T0001", "user": "bridgebot", "bot_id": "B01"}
-                )
+                self._reply(200, {"ok": True, "team": self.service.team, "team_id": "T0001", "user": "bridgebot", "bot_id": "B01"})
             else:
                 self._reply(200, {"ok": False, "error": "invalid_auth"})
         elif self.path.endswith("/apps.connections.open"):
@@ -215,30 +205,6 @@ def run_in_pty(
         os.close(master)
 
 
-def cli_argv(root: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "opssecrets", "--repo", str(root), *args]
-
-
-def proc_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(PROJECT_ROOT)
-    env.update(extra or {})
-    return env
-
-
-def run_closed_stdin(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run with file descriptor 0 closed (what ``cmd <&-`` does in a shell)."""
-    return subprocess.run(
-        ["/bin/sh", "-c", 'exec "$@" <&-', "sh", *argv],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 @dataclass
 class Platform:
     """A repository shaped like ops-jrz1: an admin (the operator), a host, the three tokens."""
@@ -264,8 +230,8 @@ def make_platform(repo: Any, extra: dict[str, str] | None = None, *, commit: boo
     host = AgeKey.new()
     repo.write(".sops.yaml", SOPS_YAML.format(dan=repo.operator.recipient, host=host.recipient))
     tokens = {
-        "slack-app-token": app_token(),
-        "slack-bot-token": bot_token(),
+        "slack-app-token": slack_app(),
+        "slack-bot-token": slack_bot(),
         "matrix-registration-token": registration_token(),
         "acme-email": "admin@clarun.example",
         **(extra or {}),

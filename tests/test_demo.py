@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_ROOT
+from conftest import PROJECT_ROOT, cli_env, run_cli, run_sops, sops_env
 from keyring_backends import STORE_VAR
 
 from opssecrets.secretfile import read_secret_file
@@ -18,10 +18,7 @@ TESTS = Path(__file__).resolve().parent
 
 
 def run_demo(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = f"{PROJECT_ROOT}{os.pathsep}{TESTS}"
-    env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-m", "opssecrets", *args], capture_output=True, text=True, env=env, timeout=600, check=False)
+    return run_cli(*args, env=cli_env(env_extra, with_tests=True), timeout=600)
 
 
 def run_quick_start_demo(target: Path, env_extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -39,11 +36,7 @@ def run_quick_start_demo(target: Path, env_extra: dict[str, str]) -> subprocess.
 
 
 def sops_decrypt(root: Path, rel: str, key_file: Path) -> subprocess.CompletedProcess[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SOPS_")}
-    env["SOPS_AGE_KEY_FILE"] = str(key_file)
-    return subprocess.run(
-        ["sops", "--disable-version-check", "decrypt", rel], cwd=root, env=env, capture_output=True, check=False, timeout=60
-    )
+    return run_sops("decrypt", rel, cwd=root, env=sops_env({"SOPS_AGE_KEY_FILE": str(key_file)}), timeout=60)
 
 
 @pytest.fixture

@@ -13,12 +13,11 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT, AgeKey, OpsRepo
+from tests.conftest import AgeKey, OpsRepo, cli_env, run_cli
 from tests.fault_support import real_sops
 
 SECRETS = "secrets/secrets.yaml"
@@ -34,16 +33,7 @@ def _platform(repo: OpsRepo) -> AgeKey:
 def _run(root: Path, *args: str, env: dict[str, str] | None = None, as_a_user: bool = False) -> subprocess.CompletedProcess[str]:
     """opssecrets as a real process; ``as_a_user``: with file permissions enforced, also for root."""
     prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"] if as_a_user and os.geteuid() == 0 else []
-    full_env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT), **(env or {}))
-    return subprocess.run(
-        [*prefix, sys.executable, "-m", "opssecrets", "--repo", str(root), *args],
-        cwd=root,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_cli(*args, root=root, env=cli_env(env), cwd=root, timeout=120, prefix=prefix)
 
 
 def _one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
@@ -175,16 +165,14 @@ def test_timeout_from_the_environment_covers_a_later_step(repo: OpsRepo, tmp_pat
     _platform(repo)
     before = repo.snapshot()
     sops, pids = _hung_sops(tmp_path, "set")
-    proc = subprocess.run(
-        [sys.executable, "-m", "opssecrets", "--repo", str(repo.root), "rotate", "db-password", "--stdin", "--no-verify"],
-        input=secrets.token_urlsafe(24),
+    proc = run_cli(
+        "rotate", "db-password", "--stdin", "--no-verify",
+        root=repo.root,
+        env=cli_env({"OPSSECRETS_SOPS": str(sops), "OPSSECRETS_TIMEOUT": "3"}),
+        stdin=secrets.token_urlsafe(24),
         cwd=repo.root,
-        env=dict(os.environ, PYTHONPATH=str(PROJECT_ROOT), OPSSECRETS_SOPS=str(sops), OPSSECRETS_TIMEOUT="3"),
-        capture_output=True,
-        text=True,
         timeout=120,
-        check=False,
-    )
+    )  # fmt: skip
     assert proc.returncode == 4, proc.stderr
     line = _one_error_line(proc)
     assert line.startswith(f"opssecrets: error: sops set {SECRETS} was still running when the command's deadline (3s) passed")

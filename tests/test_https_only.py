@@ -19,6 +19,7 @@ import pytest
 from conftest import OpsRepo
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from guard_support import slack_bot
 from rotation_support import fake_server, make_platform
 
 
@@ -104,7 +105,7 @@ def test_slack_api_url_must_be_https_off_this_machine(repo: OpsRepo, monkeypatch
         monkeypatch.setenv("OPSSECRETS_SLACK_API_URL", lan.url + "/api")
         result = repo.ops("verify", "slack-bot-token")
         assert result.code == 2 and "is not https" in result.err, result
-        rotated = repo.ops("rotate", "slack-bot-token", "--stdin", stdin="xoxb-" + "1" * 12 + "-" + "2" * 12 + "-" + "a1B2" * 6 + "\n")
+        rotated = repo.ops("rotate", "slack-bot-token", "--stdin", stdin=slack_bot() + "\n")
         assert rotated.code == 2 and "is not https" in rotated.err, rotated
         assert lan.asked == []
 

@@ -6,18 +6,15 @@ import json
 import os
 import pty
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_ROOT, AgeKey, OpsRepo, age_keygen_y, stored_identity
+from conftest import AgeKey, OpsRepo, age_keygen_y, cli_argv, cli_env, stored_identity
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
 from opssecrets.keys import parse_ssh_public_key
 
-TESTS = Path(__file__).resolve().parent
-CHILD_PATH = {"PYTHONPATH": f"{PROJECT_ROOT}{os.pathsep}{TESTS}"}
 FAIL_BACKEND = "keyring.backends.fail.Keyring"
 SECRET_PREFIX = "AGE-SECRET-KEY-"
 
@@ -44,7 +41,7 @@ def test_new_stores_in_keyring_and_prints_only_recipient_and_admin_command(repo:
 
 
 def test_new_as_a_real_process(repo: OpsRepo, keyring_store: Path) -> None:
-    result = repo.ops_proc("identity", "new", "--name", "bob", env=CHILD_PATH)
+    result = repo.ops_proc("identity", "new", "--name", "bob", with_tests=True)
     assert result.code == 0, result
     secret = stored_identity(keyring_store)
     assert secret is not None
@@ -142,7 +139,7 @@ def test_import_keys_txt_with_comments(repo: OpsRepo, keyring_store: Path, tmp_p
 
 def test_import_from_stdin(repo: OpsRepo, keyring_store: Path) -> None:
     key = AgeKey.new()
-    result = repo.ops_proc("identity", "import", "--stdin", stdin=key.identity + "\n", env=CHILD_PATH)
+    result = repo.ops_proc("identity", "import", "--stdin", stdin=key.identity + "\n", with_tests=True)
     assert result.code == 0, result
     assert stored_identity(keyring_store) == key.identity
     assert result.out.strip() == key.recipient
@@ -264,15 +261,15 @@ def test_show_without_any_identity(repo: OpsRepo, keyring_store: Path) -> None:
 def test_export_prints_the_identity_and_warns_only_on_a_terminal(repo: OpsRepo, keyring_store: Path) -> None:
     key = AgeKey.new()
     repo.ops("identity", "import", "--stdin", stdin=key.identity)
-    piped = repo.ops_proc("identity", "export", env=CHILD_PATH)
+    piped = repo.ops_proc("identity", "export", with_tests=True)
     assert piped.code == 0, piped
     assert key.identity in piped.out.splitlines()
     assert piped.err == ""
     # on a terminal: a real pty as stdout
     leader, follower = pty.openpty()
-    env = {**os.environ, **CHILD_PATH}
-    proc = subprocess.run(
-        [sys.executable, "-m", "opssecrets", "identity", "export"],
+    env = cli_env(with_tests=True)
+    proc = subprocess.run(  # stdout is a terminal here
+        cli_argv("identity", "export"),
         stdout=follower,
         stderr=subprocess.PIPE,
         env=env,
@@ -301,7 +298,7 @@ def test_export_without_a_keyring_identity(repo: OpsRepo, keyring_store: Path) -
 def test_forget_asks_unless_yes(repo: OpsRepo, keyring_store: Path) -> None:
     key = AgeKey.new()
     repo.ops("identity", "import", "--stdin", stdin=key.identity)
-    refused = repo.ops_proc("identity", "forget", env=CHILD_PATH)
+    refused = repo.ops_proc("identity", "forget", with_tests=True)
     assert refused.code == 2, refused
     assert "--yes" in refused.err
     assert stored_identity(keyring_store) == key.identity
@@ -316,9 +313,9 @@ def test_forget_asks_unless_yes(repo: OpsRepo, keyring_store: Path) -> None:
 def test_import_at_a_terminal_prompts_without_echo(repo: OpsRepo, keyring_store: Path) -> None:
     key = AgeKey.new()
     leader, follower = pty.openpty()
-    env = {**os.environ, **CHILD_PATH}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "opssecrets", "identity", "import", "--stdin"],
+    env = cli_env(with_tests=True)
+    proc = subprocess.Popen(  # a terminal on every stream
+        cli_argv("identity", "import", "--stdin"),
         stdin=follower,
         stdout=follower,
         stderr=follower,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,7 +27,7 @@ from opssecrets.guard.sopsfiles import check_covered_file
 from opssecrets.policy_leaks import load_leak_policy
 from opssecrets.rules import CreationRule, KeyGroup
 from tests import guard_support as tok
-from tests.conftest import AgeKey
+from tests.conftest import AgeKey, run_sops, sops_env
 
 EXAMPLES = int(os.environ.get("OPSSECRETS_PROPERTY_EXAMPLES", "150"))
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
@@ -203,15 +202,7 @@ def test_real_sops_files_are_clean(scanner: LeakScanner, tree: tuple[str, str], 
     reader = AgeKey.new()
     (root / ".sops.yaml").write_text(f"creation_rules:\n  - age: {reader.recipient}\n")
     (root / name).write_text(plaintext)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SOPS_")}
-    proc = subprocess.run(
-        ["sops", "--disable-version-check", "--config", ".sops.yaml", "encrypt", "-i", name],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        check=False,
-        timeout=60,
-    )
+    proc = run_sops("encrypt", "-i", name, cwd=root, env=sops_env(), config=".sops.yaml", timeout=60)
     assert proc.returncode == 0, proc.stderr.decode()
     data = (root / name).read_bytes()
     assert scanner.scan(name, data) == []

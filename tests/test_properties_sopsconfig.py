@@ -30,7 +30,7 @@ from opssecrets.errors import BadInput
 from opssecrets.recipients import add_engineer, add_host, grant, remove, revoke
 from opssecrets.rules import matching_rule
 from opssecrets.sopsconfig import SopsConfig
-from tests.conftest import AgeKey
+from tests.conftest import AgeKey, run_sops, sops_env
 
 PROJECTS = ("web", "chat", "ci")
 FORMS = ("alias-block", "alias-flow", "plain-block", "quoted-block", "comma", "folded", "groups-alias", "groups-plain")
@@ -379,10 +379,7 @@ def test_any_edit_sequence_keeps_rules_as_the_model_says(spec: Spec, ops: list[t
 
 
 def _sops(args: list[str], cwd: Path) -> subprocess.CompletedProcess[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SOPS_")}
-    return subprocess.run(
-        ["sops", "--disable-version-check", "--config", ".sops.yaml", *args], cwd=cwd, env=env, capture_output=True, check=False, timeout=60
-    )
+    return run_sops(*args, cwd=cwd, env=sops_env(), config=".sops.yaml", timeout=60)
 
 
 def sops_recipients(root: Path, rel: str) -> set[str] | None:

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from opssecrets.keys import parse_ssh_public_key, recipient_from_public_bytes
-from tests.conftest import PROJECT_ROOT, AgeKey, OpsRepo
+from tests.conftest import PROJECT_ROOT, AgeKey, OpsRepo, cli_argv, cli_env, run_cli, run_sops, sops_env
 
 SECRETS = "matrix-registration-token: reg-0001\nacme-email: ops@example.invalid\nslack:\n    bot_token: bot-0001\n"
 
@@ -288,13 +288,8 @@ def test_a_file_no_identity_can_decrypt_fails_the_whole_change(platform: OpsRepo
     (platform.root / "elsewhere").mkdir()
     (platform.root / "elsewhere/.sops.yaml").write_text(foreign)
     (platform.root / "secrets/other.yaml").write_text("x: 1\n")
-    enc = subprocess.run(
-        ["sops", "--disable-version-check", "--config", "elsewhere/.sops.yaml", "encrypt", "-i", "secrets/other.yaml"],
-        cwd=platform.root,
-        capture_output=True,
-        check=False,
-        env={**os.environ, "SOPS_AGE_KEY": stranger.identity},
-    )
+    env = sops_env({"SOPS_AGE_KEY": stranger.identity})
+    enc = run_sops("encrypt", "-i", "secrets/other.yaml", cwd=platform.root, env=env, config="elsewhere/.sops.yaml")
     assert enc.returncode == 0, enc.stderr
     before = platform.snapshot()
     result = platform.ops("add-engineer", "eve", "--age-key", AgeKey.new().recipient, "--admin")
@@ -318,9 +313,9 @@ def test_sops_missing_or_too_old_is_exit_3(platform: OpsRepo, tmp_path: Path) ->
     base_python = Path(sys.base_prefix) / "bin" / "python3"
     assert shutil.which("sops", path=str(base_python.parent)) is None
     site = next(p for p in sys.path if p.endswith("site-packages") and p.startswith(sys.prefix))
-    env = {**os.environ, "PATH": str(tmp_path / "empty"), "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), site])}
-    argv = [str(base_python), "-m", "opssecrets", "--repo", str(platform.root), "add-engineer", "eve"]
-    proc = subprocess.run([*argv, "--age-key", AgeKey.new().recipient, "--admin"], capture_output=True, text=True, env=env, check=False)
+    env = cli_env({"PATH": str(tmp_path / "empty"), "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), site])})
+    args = ["add-engineer", "eve", "--age-key", AgeKey.new().recipient, "--admin"]
+    proc = run_cli(*args, root=platform.root, env=env, python=str(base_python))
     assert proc.returncode == 3 and "sops not found beside" in proc.stderr, proc.stderr
     assert platform.snapshot() == before
 
@@ -357,13 +352,12 @@ def test_progress_bar_on_a_terminal_only(platform: OpsRepo) -> None:
     for i in range(8):
         platform.encrypt(f"secrets/extra{i}.yaml", f"v: {i}\n")
     leader, follower = pty.openpty()
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), **platform.extra_env}
     args = ["add-engineer", "eve", "--age-key", AgeKey.new().recipient, "--admin"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "opssecrets", "--repo", str(platform.root), *args],
+    proc = subprocess.run(  # stderr is a terminal here, which run_cli's captured pipes are not
+        cli_argv(*args, root=platform.root),
         stderr=follower,
         stdout=subprocess.PIPE,
-        env=env,
+        env=cli_env(platform.extra_env),
         check=False,
     )
     os.close(follower)
@@ -388,11 +382,8 @@ def test_in_a_git_worktree_the_lock_and_staging_stay_out_of_the_work_tree(platfo
     platform.git("commit", "-qm", "platform")
     tree = tmp_path / "tree"
     platform.git("worktree", "add", "-q", str(tree))
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), **platform.extra_env}
-    proc = subprocess.run(
-        [sys.executable, "-m", "opssecrets", "--repo", str(tree), "add-engineer", "eve", "--age-key", AgeKey.new().recipient, "--admin"],
-        capture_output=True, text=True, env=env, check=False,
-    )  # fmt: skip
+    args = ["add-engineer", "eve", "--age-key", AgeKey.new().recipient, "--admin"]
+    proc = run_cli(*args, root=tree, env=cli_env(platform.extra_env))
     assert proc.returncode == 0, proc.stderr
     status = subprocess.run(["git", "status", "--porcelain"], cwd=tree, capture_output=True, text=True, check=True).stdout
     assert status.split() == ["M", ".sops.yaml", "M", "secrets/projects/hello-bot/secrets.yaml", "M", "secrets/secrets.yaml"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from conftest import OpsRepo
+from guard_support import slack_app
 from rotation_support import Platform, make_platform
 
 HOST = """{ config, ... }:
@@ -45,7 +46,7 @@ def test_rotate_names_the_units_that_restart_on_deploy(repo: OpsRepo) -> None:
 
 def test_rotate_warns_when_nothing_restarts_and_names_the_reader(repo: OpsRepo) -> None:
     platform_with_host(repo)
-    r = repo.ops("rotate", "slack-app-token", "--stdin", "--no-verify", stdin="xapp-1-A0-1234-" + "a" * 20)
+    r = repo.ops("rotate", "slack-app-token", "--stdin", "--no-verify", stdin=slack_app())
     assert r.code == 0, r
     assert "opssecrets: warning: nothing restarts on deploy" in r.err
     assert 'sops.secrets."slack-app-token" (hosts/clarun/configuration.nix:9) has no restartUnits' in r.err

@@ -12,20 +12,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import AgeKey, OpsRepo
-from rotation_support import (
-    FakeService,
-    Platform,
-    app_token,
-    bot_token,
-    cli_argv,
-    closed_port_url,
-    fake_server,
-    make_platform,
-    proc_env,
-    run_closed_stdin,
-    run_in_pty,
-)
+from conftest import AgeKey, OpsRepo, cli_argv, cli_env, run_cli
+from guard_support import slack_app, slack_bot
+from rotation_support import FakeService, Platform, closed_port_url, fake_server, make_platform, run_in_pty
 
 SECRETS = "secrets/secrets.yaml"
 
@@ -44,7 +33,7 @@ def assert_secret_never_shown(value: str, *texts: str) -> None:
 
 
 def test_rotate_bot_token_from_stdin_verifies_writes_records_and_prints_steps(platform: Platform, slack: FakeService) -> None:
-    new = bot_token()
+    new = slack_bot()
     slack.valid.add(new)
     r = platform.repo.ops("rotate", "slack-bot-token", "--stdin", "--reason", "quarterly", stdin=new + "\n")
     assert r.code == 0, r
@@ -62,7 +51,7 @@ def test_rotate_bot_token_from_stdin_verifies_writes_records_and_prints_steps(pl
 
 
 def test_rotate_app_token_uses_apps_connections_open(platform: Platform, slack: FakeService) -> None:
-    new = app_token()
+    new = slack_app()
     slack.valid.add(new)
     r = platform.repo.ops("rotate", "slack-app-token", "--stdin", stdin=new)
     assert r.code == 0, r
@@ -74,7 +63,7 @@ def test_rotate_app_token_uses_apps_connections_open(platform: Platform, slack: 
 def test_slack_api_url_option_beats_the_environment(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPSSECRETS_SLACK_API_URL", closed_port_url())
     with fake_server("/api") as service:
-        new = bot_token()
+        new = slack_bot()
         service.valid.add(new)
         r = platform.repo.ops("rotate", "slack-bot-token", "--stdin", "--slack-api-url", service.url, stdin=new)
     assert r.code == 0, r
@@ -103,8 +92,8 @@ def test_generate_is_refused_for_pasted_kinds(platform: Platform) -> None:
 
 def test_nested_key_with_file_option(repo: OpsRepo, slack: FakeService) -> None:
     platform = make_platform(repo)
-    repo.encrypt("secrets/bridge.yaml", f"slack:\n  bot_token: {bot_token()}\n  other: x\n")
-    new = bot_token()
+    repo.encrypt("secrets/bridge.yaml", f"slack:\n  bot_token: {slack_bot()}\n  other: x\n")
+    new = slack_bot()
     slack.valid.add(new)
     r = repo.ops("rotate", "slack/bot_token", "--file", "secrets/bridge.yaml", "--stdin", stdin=new)
     assert r.code == 0, r
@@ -137,7 +126,7 @@ def test_file_mode_is_kept_and_no_plaintext_or_staging_left(platform: Platform) 
 
 def test_bot_token_pasted_as_app_token_is_refused_saying_which_is_which(platform: Platform, slack: FakeService) -> None:
     before = platform.repo.snapshot()
-    wrong = bot_token()
+    wrong = slack_bot()
     r = platform.repo.ops("rotate", "slack-app-token", "--stdin", stdin=wrong)
     assert r.code == 2, r
     assert "looks like a slack-bot-token" in r.err and "xoxb-" in r.err
@@ -150,7 +139,7 @@ def test_bot_token_pasted_as_app_token_is_refused_saying_which_is_which(platform
 
 def test_app_token_pasted_as_bot_token_is_refused(platform: Platform) -> None:
     before = platform.repo.snapshot()
-    wrong = app_token()
+    wrong = slack_app()
     r = platform.repo.ops("rotate", "slack-bot-token", "--stdin", stdin=wrong)
     assert r.code == 2
     assert "looks like a slack-app-token" in r.err and "needs a bot user OAuth token starting with xoxb-" in r.err
@@ -169,7 +158,7 @@ def test_value_in_the_wrong_format(platform: Platform, value: str) -> None:
 
 def test_value_slack_rejects_shows_slacks_error(platform: Platform, slack: FakeService) -> None:
     before = platform.repo.snapshot()
-    rejected = bot_token()  # well-formed, but not one the stand-in accepts
+    rejected = slack_bot()  # well-formed, but not one the stand-in accepts
     r = platform.repo.ops("rotate", "slack-bot-token", "--stdin", stdin=rejected)
     assert r.code == 2, r
     assert "invalid_auth" in r.err and "not written" in r.err
@@ -183,7 +172,7 @@ def test_value_slack_rejects_shows_slacks_error(platform: Platform, slack: FakeS
 def test_slack_unreachable_names_no_verify_and_changes_nothing(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPSSECRETS_SLACK_API_URL", closed_port_url())
     before = platform.repo.snapshot()
-    new = bot_token()
+    new = slack_bot()
     r = platform.repo.ops("rotate", "slack-bot-token", "--stdin", stdin=new)
     assert r.code == 3, r
     assert "could not be reached" in r.err and "--no-verify" in r.err
@@ -199,7 +188,7 @@ def test_slack_unreachable_names_no_verify_and_changes_nothing(platform: Platfor
 def test_slack_answering_500_is_unreachable(platform: Platform, slack: FakeService) -> None:
     slack.status_override = 500
     before = platform.repo.snapshot()
-    r = platform.repo.ops("rotate", "slack-bot-token", "--stdin", stdin=bot_token())
+    r = platform.repo.ops("rotate", "slack-bot-token", "--stdin", stdin=slack_bot())
     assert r.code == 3 and "HTTP 500" in r.err and "--no-verify" in r.err
     assert platform.repo.snapshot() == before
 
@@ -207,7 +196,7 @@ def test_slack_answering_500_is_unreachable(platform: Platform, slack: FakeServi
 def test_expected_workspace_from_repository_policy(platform: Platform, slack: FakeService) -> None:
     platform.repo.write("policies/kinds.toml", '[kinds.slack-bot-token]\nexpected_team = "delpadtech"\n')
     before = platform.repo.snapshot()
-    new = bot_token()
+    new = slack_bot()
     slack.valid.add(new)
     r = platform.repo.ops("rotate", "slack-bot-token", "--stdin", stdin=new)
     assert r.code == 2, r
@@ -220,7 +209,7 @@ def test_expected_workspace_from_repository_policy(platform: Platform, slack: Fa
 
 def test_unknown_key(platform: Platform) -> None:
     before = platform.repo.snapshot()
-    r = platform.repo.ops("rotate", "slack-bot-tokn", "--stdin", stdin=bot_token())
+    r = platform.repo.ops("rotate", "slack-bot-tokn", "--stdin", stdin=slack_bot())
     assert r.code == 2
     assert "no key 'slack-bot-tokn'" in r.err and "slack-bot-token" in r.err
     r = platform.repo.ops("rotate", "nope", "--file", SECRETS, "--stdin", stdin="x")
@@ -237,9 +226,7 @@ def test_file_that_is_not_encrypted(platform: Platform) -> None:
 def test_file_no_identity_here_can_decrypt(platform: Platform) -> None:
     other = AgeKey.new()
     repo = platform.repo
-    repo.write(
-        ".sops.yaml", repo.root.joinpath(".sops.yaml").read_text() + "  - path_regex: ^other/\n    age: " + other.recipient + "\n"
-    )
+    repo.write(".sops.yaml", repo.root.joinpath(".sops.yaml").read_text() + "  - path_regex: ^other/\n    age: " + other.recipient + "\n")
     repo.write("other/app.yaml", "api-key: abc\n")
     proc = repo.sops("encrypt", "-i", "other/app.yaml", identity=other)
     assert proc.returncode == 0, proc.stderr
@@ -262,11 +249,11 @@ def test_empty_value(platform: Platform) -> None:
 
 def test_stdin_closed(platform: Platform) -> None:
     before = platform.repo.snapshot()
-    env = proc_env({"SOPS_AGE_KEY": platform.repo.operator.identity})
-    proc = run_closed_stdin(cli_argv(platform.root, "rotate", "acme-email", "--stdin"), env, platform.root)
+    env = cli_env({"SOPS_AGE_KEY": platform.repo.operator.identity})
+    proc = run_cli("rotate", "acme-email", "--stdin", root=platform.root, env=env, cwd=platform.root, timeout=120, closed_stdin=True)
     assert proc.returncode == 2, proc
     assert "stdin is closed" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
-    proc = run_closed_stdin(cli_argv(platform.root, "rotate", "acme-email"), env, platform.root)
+    proc = run_cli("rotate", "acme-email", root=platform.root, env=env, cwd=platform.root, timeout=120, closed_stdin=True)
     assert proc.returncode == 2, proc
     assert "no terminal to prompt on" in proc.stderr
     assert platform.repo.snapshot() == before
@@ -278,9 +265,9 @@ def test_stdin_that_is_not_utf8_is_bad_input_not_a_bug(repo: OpsRepo) -> None:
     platform = make_platform(repo, {"backup-passphrase": secrets.token_urlsafe(18)})
     before = repo.snapshot()
     value = b"\xff\xfe" + secrets.token_urlsafe(24).encode()
-    env = proc_env({"SOPS_AGE_KEY": repo.operator.identity})
-    proc = subprocess.run(
-        cli_argv(platform.root, "rotate", "backup-passphrase", "--stdin", "--no-verify"),
+    env = cli_env({"SOPS_AGE_KEY": repo.operator.identity})
+    proc = subprocess.run(  # bytes on stdin: run_cli speaks text
+        cli_argv("rotate", "backup-passphrase", "--stdin", "--no-verify", root=platform.root),
         input=value,
         env=env,
         cwd=platform.root,
@@ -299,7 +286,7 @@ def test_stdin_that_is_not_utf8_is_bad_input_not_a_bug(repo: OpsRepo) -> None:
 
 def test_no_terminal_and_no_stdin_flag(platform: Platform) -> None:
     before = platform.repo.snapshot()
-    r = platform.repo.ops_proc("rotate", "slack-bot-token", stdin=bot_token())
+    r = platform.repo.ops_proc("rotate", "slack-bot-token", stdin=slack_bot())
     assert r.code == 2
     assert "no terminal to prompt on" in r.err and "--stdin" in r.err
     assert platform.repo.snapshot() == before
@@ -330,10 +317,10 @@ def test_value_is_never_an_argument() -> None:
 
 
 def test_hidden_prompt_on_a_terminal(platform: Platform, slack: FakeService) -> None:
-    new = bot_token()
+    new = slack_bot()
     slack.valid.add(new)
-    env = proc_env({"SOPS_AGE_KEY": platform.repo.operator.identity, "OPSSECRETS_SLACK_API_URL": slack.url})
-    code, shown = run_in_pty(cli_argv(platform.root, "rotate", "slack-bot-token"), env, platform.root, answer=new)
+    env = cli_env({"SOPS_AGE_KEY": platform.repo.operator.identity, "OPSSECRETS_SLACK_API_URL": slack.url})
+    code, shown = run_in_pty(cli_argv("rotate", "slack-bot-token", root=platform.root), env, platform.root, answer=new)
     assert code == 0, shown
     assert "OAuth & Permissions" in shown  # where to get it, before the prompt
     assert new not in shown  # not echoed, not printed
@@ -342,8 +329,8 @@ def test_hidden_prompt_on_a_terminal(platform: Platform, slack: FakeService) -> 
 
 def test_ctrl_c_at_the_prompt(platform: Platform) -> None:
     before = platform.repo.snapshot()
-    env = proc_env({"SOPS_AGE_KEY": platform.repo.operator.identity})
-    code, shown = run_in_pty(cli_argv(platform.root, "rotate", "slack-bot-token"), env, platform.root, ctrl_c=True)
+    env = cli_env({"SOPS_AGE_KEY": platform.repo.operator.identity})
+    code, shown = run_in_pty(cli_argv("rotate", "slack-bot-token", root=platform.root), env, platform.root, ctrl_c=True)
     assert code == 130, shown
     assert "interrupted; nothing was changed" in shown
     assert platform.repo.snapshot() == before
@@ -380,9 +367,7 @@ def _fake_sops(tmp_path: Path, crash: bool) -> tuple[Path, Path]:
     return script, log
 
 
-def test_sops_failing_mid_write_leaves_the_file_byte_identical(
-    platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_sops_failing_mid_write_leaves_the_file_byte_identical(platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     script, _ = _fake_sops(tmp_path, crash=True)
     monkeypatch.setenv("OPSSECRETS_SOPS", str(script))
     before = platform.repo.snapshot()
@@ -464,7 +449,7 @@ def test_exposure_in_the_ledger_rotates_the_data_key_first(repo: OpsRepo) -> Non
     assert entry["keys"]["acme-email"]["exposed"] is False
     assert entry["keys"]["slack-bot-token"]["exposed"] is True  # only its own rotation clears it
     # the data key is now fresh: the next rotation does not replace it again
-    r = repo.ops("rotate", "slack-bot-token", "--stdin", "--no-verify", stdin=bot_token())
+    r = repo.ops("rotate", "slack-bot-token", "--stdin", "--no-verify", stdin=slack_bot())
     assert r.code == 0 and "data key" not in r.out
 
 

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from rotation_support import PROJECT_ROOT, app_token, bot_token
+from guard_support import slack_app, slack_bot
+from rotation_support import PROJECT_ROOT
 
 from opssecrets.errors import BadInput
 from opssecrets.policy import default_policy_dir, load_policy
@@ -46,8 +47,8 @@ def test_default_policy_kinds() -> None:
         "slack-app-token-old": "generic",  # the key pattern matches the whole key path
     }
     app, bot, matrix, generic = policy.kinds
-    assert app.accepts_value(app_token()) and not app.accepts_value(bot_token())
-    assert bot.accepts_value(bot_token()) and not bot.accepts_value(app_token())
+    assert app.accepts_value(slack_app()) and not app.accepts_value(slack_bot())
+    assert bot.accepts_value(slack_bot()) and not bot.accepts_value(slack_app())
     assert app.source == bot.source == "pasted" and matrix.source == "generated" and generic.source == "either"
     assert (app.verify, bot.verify, matrix.verify, generic.verify) == (
         "slack-apps-connections-open",

@@ -6,7 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 from conftest import OpsRepo
-from rotation_support import FakeService, Platform, bot_token, closed_port_url, fake_server, make_platform
+from guard_support import slack_bot
+from rotation_support import FakeService, Platform, closed_port_url, fake_server, make_platform
 
 from opssecrets.errors import BadInput
 from opssecrets.verify.http import Rejected, Unreachable
@@ -119,15 +120,16 @@ def test_slack_error_field_is_scrubbed_of_the_token(service: FakeService) -> Non
             self.end_headers()
             self.wfile.write(body)
 
+    token = slack_bot()
     server = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         with pytest.raises(Rejected) as caught:
-            SlackClient(f"http://127.0.0.1:{server.server_address[1]}").auth_test("xoxb-secret-value-123")
+            SlackClient(f"http://127.0.0.1:{server.server_address[1]}").auth_test(token)
     finally:
         server.shutdown()
         server.server_close()
-    assert "xoxb-secret-value-123" not in caught.value.message
+    assert token not in caught.value.message
     assert "[redacted]" in caught.value.message and "\n" not in caught.value.message
 
 
@@ -160,7 +162,7 @@ def test_redirects_are_not_followed_so_the_token_stays_put(service: FakeService)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         with pytest.raises(Unreachable) as caught:
-            SlackClient(f"http://127.0.0.1:{server.server_address[1]}/api").auth_test(bot_token())
+            SlackClient(f"http://127.0.0.1:{server.server_address[1]}/api").auth_test(slack_bot())
     finally:
         server.shutdown()
         server.server_close()

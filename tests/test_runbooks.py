@@ -26,7 +26,8 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import AgeKey, OpsRepo
-from rotation_support import PROJECT_ROOT, FakeService, app_token, bot_token, fake_server, registration_token
+from guard_support import slack_app, slack_bot
+from rotation_support import PROJECT_ROOT, FakeService, fake_server, registration_token
 
 from opssecrets.ledger import RotationLedger
 
@@ -47,12 +48,14 @@ OPSSECRETS_WRAPPER = """#!{python}
 import os, sys
 from pathlib import Path
 sys.path.insert(0, {tests!r})
-from rotation_support import app_token, bot_token, registration_token, run_in_pty
+from conftest import cli_argv
+from guard_support import slack_app, slack_bot
+from rotation_support import registration_token, run_in_pty
 args = sys.argv[1:]
-argv = [sys.executable, "-m", "opssecrets", *args]
+argv = cli_argv(*args)
 if args[:1] == ["rotate"] and "--stdin" not in args and "--generate" not in args:
     key = args[1]
-    answer = bot_token() if "bot" in key else app_token() if "app" in key else registration_token()
+    answer = slack_bot() if "bot" in key else slack_app() if "app" in key else registration_token()
     code, shown = run_in_pty(argv, dict(os.environ), Path.cwd(), answer=answer)
     assert answer not in shown, "the value was echoed"
     sys.stdout.write(shown.replace("\\r\\n", "\\n"))
@@ -77,8 +80,10 @@ elif "journalctl" in command:
 NIXOS_REBUILD_STUB = """#!{python}
 # A deploy of the ops repository to clarun.xyz: sops-nix on the host decrypts the secrets
 # with the host's SSH key converted to age; if it cannot, activation fails.
-import json, os, subprocess, sys
+import json, os, sys
 from pathlib import Path
+sys.path.insert(0, {tests!r})
+from conftest import run_sops, sops_env
 from cryptography.hazmat.primitives.serialization import load_ssh_private_key
 from opssecrets.keys import ed25519_seed_to_x25519_private, identity_from_private_bytes
 world = Path(os.environ["RUNBOOK_WORLD"])
@@ -86,11 +91,8 @@ with open(world / "deploy.log", "a") as log:
     log.write(" ".join(sys.argv[1:]) + "\\n")
 key = load_ssh_private_key((world / "host" / "ssh_host_ed25519_key").read_bytes(), None)
 identity = identity_from_private_bytes(ed25519_seed_to_x25519_private(key.private_bytes_raw()))
-env = {{k: v for k, v in os.environ.items() if not k.startswith("SOPS_")}}
-env["SOPS_AGE_KEY"] = identity
-env["HOME"] = str(world / "host")
-proc = subprocess.run(["sops", "--disable-version-check", "decrypt", "--output-type", "json", "secrets/secrets.yaml"],
-                      env=env, capture_output=True, check=False)
+env = sops_env({{"SOPS_AGE_KEY": identity, "HOME": str(world / "host")}})
+proc = run_sops("decrypt", "--output-type", "json", "secrets/secrets.yaml", cwd=Path.cwd(), env=env)
 if proc.returncode != 0:
     sys.exit("activation failed: sops-nix on clarun.xyz cannot decrypt secrets/secrets.yaml")
 values = json.loads(proc.stdout)
@@ -154,9 +156,7 @@ class World:
                 "SOPS_AGE_KEY": self.repo.operator.identity,
             }
         )
-        return subprocess.run(
-            ["bash", str(script)], cwd=self.repo.root, env=env, capture_output=True, text=True, timeout=300, check=False
-        )
+        return subprocess.run(["bash", str(script)], cwd=self.repo.root, env=env, capture_output=True, text=True, timeout=300, check=False)
 
 
 def _install_stubs(bin_dir: Path) -> None:
@@ -182,8 +182,8 @@ def world(repo: OpsRepo, tmp_path: Path) -> Iterator[World]:
         )  # fmt: skip
         assert r.code == 0, r
         w.old_tokens = {
-            "slack-app-token": app_token(),
-            "slack-bot-token": bot_token(),
+            "slack-app-token": slack_app(),
+            "slack-bot-token": slack_bot(),
             "matrix-registration-token": registration_token(),
         }
         repo.encrypt(SECRETS, "".join(f"{k}: {v}\n" for k, v in w.old_tokens.items()))

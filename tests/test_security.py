@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PROJECT_ROOT, AgeKey, OpsRepo, Result
-from rotation_support import FakeService, Platform, bot_token, make_platform
+from conftest import AgeKey, OpsRepo, Result, cli_argv, cli_env
+from guard_support import slack_bot
+from rotation_support import FakeService, Platform, make_platform
 
 from opssecrets import git as git_module
 from opssecrets.sops import find_age, find_sops
@@ -209,7 +210,7 @@ def test_values_stay_out_of_argv_env_temp_files_and_output(
 ) -> None:
     """rotate, verify, share, check --known, doctor, add-engineer, remove-engineer, status, access."""
     repo = platform.repo
-    new = bot_token()
+    new = slack_bot()
     slack.valid.add(new)
     bob = AgeKey.new()
     recorder.secrets += [*platform.tokens.values(), new, bob.identity]
@@ -311,7 +312,7 @@ def test_failed_rotation_leaves_no_temp_file_and_changes_nothing(
     wrapper.write_text(FAILING_SOPS.format(real=find_sops().path))
     wrapper.chmod(0o755)
     monkeypatch.setenv("OPSSECRETS_SOPS", str(wrapper))
-    new = bot_token()
+    new = slack_bot()
     slack.valid.add(new)
     recorder.secrets += [new, *(v for v in platform.tokens.values() if len(v) >= 12)]
     before = platform.repo.snapshot()
@@ -409,7 +410,7 @@ def test_ci_check_decrypts_nothing_and_hands_the_identity_to_no_child(platform: 
     probe = subprocess.run(
         [sys.executable, "-c", "import sys; from opssecrets.cli import main; code = main(['check', '--all', '--base', 'HEAD']); "
          "print(code, 'keyring' in sys.modules)"],
-        cwd=repo.root, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}, capture_output=True, text=True, check=False, timeout=120,
+        cwd=repo.root, env=cli_env(), capture_output=True, text=True, check=False, timeout=120,
     )  # fmt: skip
     assert probe.stdout.split() == ["0", "False"], probe
 
@@ -437,17 +438,12 @@ def test_interrupted_rotation_removes_its_temp_files(
     record, tmpdir = tmp_path / "record", tmp_path / "tmpdir"
     record.mkdir()
     tmpdir.mkdir()
-    new = bot_token()
+    new = slack_bot()
     slack.valid.add(new)
     before = repo.snapshot()
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(PROJECT_ROOT),
-        "OPSSECRETS_SOPS": str(wrapper),
-        "OPSSECRETS_TEST_RECORD": str(record),
-        "TMPDIR": str(tmpdir),
-    }
-    argv = [sys.executable, "-m", "opssecrets", "--repo", str(repo.root), "rotate", "slack-bot-token", "--stdin", "--no-verify"]
+    env = cli_env({"OPSSECRETS_SOPS": str(wrapper), "OPSSECRETS_TEST_RECORD": str(record), "TMPDIR": str(tmpdir)})
+    argv = cli_argv("rotate", "slack-bot-token", "--stdin", "--no-verify", root=repo.root)
+    # Popen, not run_cli: the test watches the process while it runs
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     assert proc.stdin is not None
     proc.stdin.write((new + "\n").encode())

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import json
-import secrets
 import subprocess
 from pathlib import Path
 
 import pytest
 from conftest import AgeKey, OpsRepo
+from guard_support import slack_bot
 
 from opssecrets.sops import find_age
 
 ARMOR = "-----BEGIN AGE ENCRYPTED FILE-----"
-
-
-def slack_like_token() -> str:
-    return "-".join(["xoxb", str(secrets.randbelow(10**12)), str(secrets.randbelow(10**12)), secrets.token_hex(12)])
 
 
 @pytest.fixture
@@ -44,7 +40,7 @@ def open_with(identity: AgeKey, armored: str, tmp_path: Path) -> str:
 
 
 def test_share_encrypts_the_current_value_to_the_named_recipient(repo: OpsRepo, team: dict[str, AgeKey], tmp_path: Path) -> None:
-    token = slack_like_token()
+    token = slack_bot()
     repo.encrypt("projects/hello-bot/secrets.yaml", f"slack:\n  bot_token: {token}\nacme-email: ops@example.org\n")
     before = repo.snapshot()
     result = repo.ops_proc("share", "slack/bot_token", "--to", "alice")
@@ -65,7 +61,7 @@ def test_share_encrypts_the_current_value_to_the_named_recipient(repo: OpsRepo, 
 def test_share_to_an_age_recipient_and_the_value_goes_to_age_on_stdin(
     repo: OpsRepo, team: dict[str, AgeKey], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    token = slack_like_token()
+    token = slack_bot()
     repo.encrypt("projects/hello-bot/secrets.yaml", f"bot_token: {token}\n")
     outsider = AgeKey.new()
     log = tmp_path / "age-argv"
@@ -82,7 +78,7 @@ def test_share_to_an_age_recipient_and_the_value_goes_to_age_on_stdin(
 
 
 def test_key_in_several_files_needs_file(repo: OpsRepo, team: dict[str, AgeKey], tmp_path: Path) -> None:
-    first, second = slack_like_token(), slack_like_token()
+    first, second = slack_bot(), slack_bot()
     repo.encrypt("secrets/a.yaml", f"token: {first}\n")
     repo.encrypt("projects/hello-bot/b.yaml", f"token: {second}\n")
     result = repo.ops("share", "token", "--to", "alice")
@@ -105,10 +101,8 @@ def test_key_in_several_files_needs_file(repo: OpsRepo, team: dict[str, AgeKey],
         (("share", "other", "--to", "alice", "--file", "secrets/a.yaml"), "has no key 'other'"),
     ],
 )
-def test_bad_input_is_one_line_and_changes_nothing(
-    repo: OpsRepo, team: dict[str, AgeKey], args: tuple[str, ...], message: str
-) -> None:
-    repo.encrypt("secrets/a.yaml", f"token: {slack_like_token()}\n")
+def test_bad_input_is_one_line_and_changes_nothing(repo: OpsRepo, team: dict[str, AgeKey], args: tuple[str, ...], message: str) -> None:
+    repo.encrypt("secrets/a.yaml", f"token: {slack_bot()}\n")
     repo.write("README.md", "# ops\n")
     before = repo.snapshot()
     result = repo.ops(*args)
@@ -119,10 +113,8 @@ def test_bad_input_is_one_line_and_changes_nothing(
     assert repo.snapshot() == before
 
 
-def test_a_value_you_cannot_read_cannot_be_shared(
-    repo: OpsRepo, team: dict[str, AgeKey], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    repo.encrypt("secrets/a.yaml", f"token: {slack_like_token()}\n")
+def test_a_value_you_cannot_read_cannot_be_shared(repo: OpsRepo, team: dict[str, AgeKey], monkeypatch: pytest.MonkeyPatch) -> None:
+    repo.encrypt("secrets/a.yaml", f"token: {slack_bot()}\n")
     monkeypatch.setenv("SOPS_AGE_KEY", team["alice"].identity)  # alice is not a recipient of secrets/
     result = repo.ops("share", "token", "--to", "dan")
     assert result.code == 3, result
@@ -132,7 +124,7 @@ def test_a_value_you_cannot_read_cannot_be_shared(
 def test_missing_age_is_reported_before_anything_is_decrypted(
     repo: OpsRepo, team: dict[str, AgeKey], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    repo.encrypt("secrets/a.yaml", f"token: {slack_like_token()}\n")
+    repo.encrypt("secrets/a.yaml", f"token: {slack_bot()}\n")
     monkeypatch.setenv("OPSSECRETS_AGE", str(tmp_path / "no-age-here"))
     result = repo.ops("share", "token", "--to", "dan")
     assert result.code == 3, result
@@ -143,7 +135,7 @@ def test_share_outside_the_rule_is_refused_unless_asked_and_then_recorded_as_an_
     repo: OpsRepo, team: dict[str, AgeKey], tmp_path: Path
 ) -> None:
     """alice does not read secrets/: handing her a value there is an exposure, never silent."""
-    token = slack_like_token()
+    token = slack_bot()
     repo.encrypt("secrets/secrets.yaml", f"slack:\n  bot_token: {token}\n")
     before = repo.snapshot()
     refused = repo.ops("share", "slack/bot_token", "--to", "alice")

@@ -15,7 +15,7 @@ from opssecrets.recipients import add_engineer, add_host, add_project, grant, re
 from opssecrets.regex_samples import sample_matches
 from opssecrets.rules import CreationRule, matching_rule
 from opssecrets.sopsconfig import SopsConfig
-from tests.conftest import AgeKey, corpus_names
+from tests.conftest import AgeKey, corpus_names, run_sops, sops_env
 
 
 def test_corpus_is_there(corpus: Path) -> None:
@@ -28,12 +28,10 @@ def sops_loads(text: str, folder: Path) -> tuple[bool, str]:
     matches (which is not a fault of the file)."""
     config = folder / "sops-config.yaml"
     config.write_text(text)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SOPS_", "AWS_", "GOOGLE_", "VAULT_", "AZURE_"))}
-    env["AWS_EC2_METADATA_DISABLED"] = "true"
-    args = ["--config", str(config), "encrypt", "--input-type", "yaml", "--output-type", "yaml", "--filename-override", "zz.yaml"]
-    proc = subprocess.run(
-        ["sops", "--disable-version-check", *args, "/dev/stdin"], input=b"a: 1\n", cwd=folder, env=env, capture_output=True, timeout=120
-    )
+    clouds = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "GOOGLE_", "VAULT_", "AZURE_"))}
+    env = sops_env({"AWS_EC2_METADATA_DISABLED": "true"}, base=clouds)
+    args = ["encrypt", "--input-type", "yaml", "--output-type", "yaml", "--filename-override", "zz.yaml", "/dev/stdin"]
+    proc = run_sops(*args, cwd=folder, env=env, config=config, stdin=b"a: 1\n")
     err = proc.stderr.decode(errors="replace")
     return proc.returncode == 0 or "error loading config" not in err or "no matching creation rules" in err, err
 
@@ -106,10 +104,7 @@ def _age_only(config: SopsConfig) -> bool:
 
 
 def _sops(args: list[str], cwd: Path, identity: AgeKey | None = None) -> subprocess.CompletedProcess[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SOPS_")}
-    if identity is not None:
-        env["SOPS_AGE_KEY"] = identity.identity
-    return subprocess.run(["sops", "--disable-version-check", *args], cwd=cwd, env=env, capture_output=True, check=False)
+    return run_sops(*args, cwd=cwd, env=sops_env({"SOPS_AGE_KEY": identity.identity} if identity is not None else None))
 
 
 @pytest.mark.parametrize("name", corpus_names(lambda p: _age_only(SopsConfig(p.read_text(), p.name))))

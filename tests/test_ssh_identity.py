@@ -8,19 +8,16 @@ import os
 import pty
 import secrets
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_ROOT, AgeKey, OpsRepo, age_keygen_y, stored_identity
-from rotation_support import bot_token
+from conftest import AgeKey, OpsRepo, age_keygen_y, cli_argv, cli_env, run_sops, sops_env, stored_identity
+from guard_support import slack_bot
 
 from opssecrets.keys import parse_ssh_public_key
 
-TESTS = Path(__file__).resolve().parent
-CHILD_PATH = {"PYTHONPATH": f"{PROJECT_ROOT}{os.pathsep}{TESTS}"}  # the child finds the test keyring backend
 PASSPHRASE = "pass " + secrets.token_urlsafe(12)  # generated per run, with a space as people type them
-VALUE = bot_token()
+VALUE = slack_bot()
 
 
 def make_ssh_key(path: Path, passphrase: str) -> str:
@@ -53,15 +50,7 @@ def alice_ssh(repo: OpsRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 
 def plain_sops_decrypt(repo: OpsRepo, env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("SOPS_")}
-    return subprocess.run(
-        ["sops", "--disable-version-check", "decrypt", "secrets/secrets.yaml"],
-        cwd=repo.root,
-        env={**clean, **env},
-        capture_output=True,
-        check=False,
-        timeout=120,
-    )
+    return run_sops("decrypt", "secrets/secrets.yaml", cwd=repo.root, env=sops_env(env))
 
 
 def assert_no_secret(result_text: str, *secrets: str) -> None:
@@ -76,7 +65,7 @@ def test_import_passphrase_protected_key_with_ssh_to_age_passphrase(repo: OpsRep
     key = tmp_path / "id_ed25519"
     recipient = make_ssh_key(key, PASSPHRASE)
     before = key.read_bytes()
-    result = repo.ops_proc("identity", "import", "--from-file", str(key), env={**CHILD_PATH, "SSH_TO_AGE_PASSPHRASE": PASSPHRASE})
+    result = repo.ops_proc("identity", "import", "--from-file", str(key), env={"SSH_TO_AGE_PASSPHRASE": PASSPHRASE}, with_tests=True)
     assert result.code == 0, result
     secret = stored_identity(keyring_store)
     assert secret is not None
@@ -100,7 +89,8 @@ def test_import_with_a_wrong_or_no_passphrase_is_one_line_exit_2(
         "--from-file",
         str(key),
         stdin="",
-        env={**CHILD_PATH, "SSH_TO_AGE_PASSPHRASE": passphrase},
+        env={"SSH_TO_AGE_PASSPHRASE": passphrase},
+        with_tests=True,
     )
     assert result.code == 2, result
     assert message in result.err and str(key) in result.err
@@ -116,10 +106,9 @@ def test_import_at_a_terminal_asks_for_the_passphrase_without_echo(repo: OpsRepo
     key = tmp_path / "id_ed25519"
     recipient = make_ssh_key(key, PASSPHRASE)
     leader, follower = pty.openpty()
-    env = {k: v for k, v in os.environ.items() if k != "SSH_TO_AGE_PASSPHRASE"}
-    env.update(CHILD_PATH)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "opssecrets", "identity", "import", "--from-file", str(key)],
+    env = cli_env(base={k: v for k, v in os.environ.items() if k != "SSH_TO_AGE_PASSPHRASE"}, with_tests=True)
+    proc = subprocess.Popen(  # a terminal on every stream
+        cli_argv("identity", "import", "--from-file", str(key)),
         stdin=follower,
         stdout=follower,
         stderr=follower,
@@ -209,7 +198,7 @@ def test_the_passphrase_reaches_no_child(repo: OpsRepo, alice_ssh: tuple[Path, s
     real_sops = subprocess.run(["which", "sops"], capture_output=True, text=True, check=True).stdout.strip()
     spy = tmp_path / "spy-sops"
     log = tmp_path / "sops-env.log"
-    spy.write_text(f"#!/bin/sh\nenv >> {log}\nexec {real_sops} \"$@\"\n")
+    spy.write_text(f'#!/bin/sh\nenv >> {log}\nexec {real_sops} "$@"\n')
     spy.chmod(0o755)
     env = {"SOPS_AGE_SSH_PRIVATE_KEY_FILE": str(key), "SSH_TO_AGE_PASSPHRASE": PASSPHRASE, "OPSSECRETS_SOPS": str(spy)}
     result = repo.ops_proc("doctor", env=env)
