@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 from opssecrets.guard import sources
 from opssecrets.guard.findings import Finding
 from opssecrets.guard.scanner import LeakScanner, is_binary
-from opssecrets.guard.sopsfiles import CONFIG_NAME, SopsConfigView, check_covered_file, covering_rule, load_config
+from opssecrets.guard.sopsfiles import SopsConfigView, check_covered_file, covering_rule, load_config
+from opssecrets.paths import CONFIG_NAME, state_dir
 from opssecrets.policy_leaks import LeakPolicy, load_leak_policy
 
 if TYPE_CHECKING:
@@ -122,7 +123,7 @@ def run_check(root: Path, options: CheckOptions) -> CheckReport:
     from opssecrets.fingerprint import fingerprint_key
 
     policy = _leak_policy(root, options.base)
-    scanner = LeakScanner(policy, fingerprint_key(git.state_dir(root)))
+    scanner = LeakScanner(policy, fingerprint_key(state_dir(root)))
     report = CheckReport()
     staged = options.mode == "staged"
 
