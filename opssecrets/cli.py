@@ -26,6 +26,7 @@ from opssecrets.errors import (
     ToolFailed,
     environment_fault,
 )
+from opssecrets.paths import crash_log
 from opssecrets.sops import DEFAULT_DEADLINE, set_deadline
 
 # command name -> "module:attribute"; the order is the order of `--help`.
@@ -101,10 +102,9 @@ def cli(ctx: click.Context, repo: Path | None, timeout: float) -> None:
 
 def _log_unexpected(exc: BaseException) -> Path | None:
     """Write frames (not messages: they might hold a value) of an unexpected error to a log."""
-    log_dir = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "opssecrets"
+    log = crash_log()
     try:
-        log_dir.mkdir(parents=True, exist_ok=True)
-        log = log_dir / "crash.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
         frames = traceback.extract_tb(exc.__traceback__)
         lines = [f"opssecrets {__version__}: {exc.__class__.__module__}.{exc.__class__.__qualname__}\n"]
         lines += [f'  File "{f.filename}", line {f.lineno}, in {f.name}\n' for f in frames]

@@ -30,7 +30,8 @@ from typing import Any
 
 from opssecrets import git
 from opssecrets.errors import BadInput, EnvironmentProblem, NoIdentity, OpsError
-from opssecrets.repo import CONFIG_NAME, Repo
+from opssecrets.paths import CONFIG_NAME, EXPOSURE_FINDINGS
+from opssecrets.repo import Repo
 from opssecrets.secretfile import NotASopsFile, SecretFile, file_format, iter_leaves, looks_like_sops_file, parse_tree, read_secret_file
 from opssecrets.sops import Sops, child_env, classify_sops_failure, find_age, run, stderr_summary
 
@@ -42,7 +43,6 @@ WORKING_TREE = "working tree"
 # Shorter values ("true", "5432") match everywhere by chance: they are compared only with the
 # same key of the same file, never across keys, files or plaintext blobs.
 MIN_SHARED_LENGTH = 8
-STATE_FILE = "exposure.json"
 
 
 @dataclass(frozen=True)
@@ -531,17 +531,17 @@ def save_for_status(repo: Repo, report: ExposureReport) -> None:
         )
     state = repo.state_dir
     state.mkdir(parents=True, exist_ok=True)
-    tmp = state / (STATE_FILE + ".tmp")
+    tmp = state / (EXPOSURE_FINDINGS + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         json.dump({"version": 1, "exposures": entries}, handle, indent=1, sort_keys=True)
-    os.replace(tmp, state / STATE_FILE)
+    os.replace(tmp, state / EXPOSURE_FINDINGS)
 
 
 def _saved_entries(repo: Repo, relpath: str, file_tree: Mapping[str, Any], path: Path) -> list[dict[str, Any]]:
     """The last audit's findings for ``relpath`` that are still unfixed (their marker holds)."""
     try:
-        data = json.loads((repo.state_dir / STATE_FILE).read_text(encoding="utf-8"))
+        data = json.loads((repo.state_dir / EXPOSURE_FINDINGS).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return []
     entries = [e for e in data.get("exposures", []) if isinstance(e, dict) and e.get("file") == relpath] if isinstance(data, dict) else []

@@ -16,8 +16,9 @@ import os
 import secrets
 from pathlib import Path
 
+from opssecrets.paths import FINGERPRINT_KEY
+
 KEY_ENV = "OPSSECRETS_FINGERPRINT_KEY"
-KEY_FILE = "fingerprint.key"
 PREFIX = "hmac-sha256:"
 DIGEST_HEX = 16  # 64 bits: enough to tell values apart in a review, short enough to read
 _MIN_KEY = 32
@@ -29,7 +30,7 @@ def fingerprint_key(state_dir: Path) -> bytes | None:
     from_env = os.environ.get(KEY_ENV)
     if from_env:
         return from_env.encode("utf-8")
-    path = state_dir / KEY_FILE
+    path = state_dir / FINGERPRINT_KEY
     try:
         return _read_key(path)
     except FileNotFoundError:

@@ -76,18 +76,10 @@ def tracked_files(root: Path) -> list[str]:
     return [p for p in proc.stdout.decode("utf-8", "surrogateescape").split("\0") if p]
 
 
-def state_dir(root: Path) -> Path:
-    """Where locks and staging live: inside the git dir (invisible to git, also for worktrees,
-    where ``.git`` is a file), else ``.opssecrets/run/``. Always on the repository's own
-    filesystem, so a staged file can be renamed over the original atomically."""
-    git_dir = root / ".git"
-    if git_dir.is_dir():
-        return git_dir / "opssecrets"
-    if git_dir.is_file():
-        proc = _git(["rev-parse", "--absolute-git-dir"], root)
-        if proc.returncode == 0:
-            return Path(proc.stdout.decode().strip()) / "opssecrets"
-    return root / ".opssecrets" / "run"
+def absolute_git_dir(root: Path) -> Path | None:
+    """The git dir of the repository at ``root`` (for a worktree: not ``root / ".git"``)."""
+    proc = _git(["rev-parse", "--absolute-git-dir"], root)
+    return Path(proc.stdout.decode().strip()) if proc.returncode == 0 else None
 
 
 def staged_changes(root: Path, pathspecs: list[str] | None = None) -> list[tuple[str, str, str, str]]:

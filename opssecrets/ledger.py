@@ -53,8 +53,8 @@ if TYPE_CHECKING:
     from opssecrets.transaction import Plan
 
 from opssecrets.errors import BadInput
+from opssecrets.paths import LEDGER_LOCK, LEDGER_PATH, LEDGER_TEMP_PREFIX, state_dir
 
-LEDGER_PATH = ".opssecrets/ledger.json"
 LEDGER_VERSION = 1
 
 
@@ -259,15 +259,13 @@ def _file_recipients(path: Path) -> list[str] | None:
 @contextlib.contextmanager
 def ledger_lock(root: Path) -> Iterator[None]:
     """Serialise read-modify-write of the ledger between concurrent opssecrets runs."""
-    from opssecrets.git import state_dir
-
     folder = state_dir(root)
     folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / "ledger.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(folder / LEDGER_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         # a run killed inside save() leaves its temp file; under the lock nobody else owns one
-        for leftover in (root / LEDGER_PATH).parent.glob(".ledger-*.tmp"):
+        for leftover in (root / LEDGER_PATH).parent.glob(f"{LEDGER_TEMP_PREFIX}*.tmp"):
             with contextlib.suppress(OSError):
                 leftover.unlink()
         yield
@@ -374,7 +372,7 @@ def _digest(path: Path) -> bytes | None:
 
 
 def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".ledger-", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=LEDGER_TEMP_PREFIX, suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

@@ -166,9 +166,6 @@ class Policy:
                 return kind
         raise AssertionError("a loaded policy always ends with a fallback kind")
 
-    def kind_named(self, name: str) -> SecretKind | None:
-        return next((kind for kind in self.kinds if kind.name == name), None)
-
     def kinds_whose_format_matches(self, value: str) -> list[SecretKind]:
         """Non-fallback kinds with a value format that ``value`` fits (for 'this looks like X')."""
         return [k for k in self.kinds if not k.fallback and k.value_pattern is not None and k.accepts_value(value)]

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from opssecrets import git
+from opssecrets import git, paths
 from opssecrets.errors import BadInput
+from opssecrets.paths import CONFIG_NAME
 from opssecrets.secretfile import NotASopsFile, SecretFile, looks_like_sops_file, read_secret_file
 from opssecrets.sops import Sops, find_sops
 
-CONFIG_NAME = ".sops.yaml"
 _SKIP_DIRS = {".git", ".opssecrets", "node_modules", "result", ".direnv", "__pycache__", ".venv"}
 
 
@@ -51,7 +51,7 @@ class Repo:
 
     @property
     def state_dir(self) -> Path:
-        return git.state_dir(self.root)
+        return paths.state_dir(self.root)
 
     def relpath(self, path: Path) -> str:
         """``path`` relative to the root, posix; refuses paths outside the repository."""

@@ -25,6 +25,7 @@ from opssecrets import git
 from opssecrets.errors import BadInput, EnvironmentProblem, Findings, Interrupted, ToolFailed
 from opssecrets.exposure import saved_data_key_readers, saved_exposures
 from opssecrets.ledger import RotationLedger, editing, format_time, now_utc, operator_name, parse_time
+from opssecrets.paths import CONFIG_NAME, PENDING_TEMP_PREFIX, ROTATE_STAGE_PREFIX, ROTATE_STAGING, ROTATION_PENDING
 from opssecrets.policy import Policy, SecretKind
 from opssecrets.repo import Repo
 from opssecrets.secretfile import NotASopsFile, SecretFile, looks_like_sops_file, read_secret_file
@@ -294,7 +295,7 @@ def _names_for(repo: Repo, recipients: Sequence[str]) -> list[str]:
 
     known = recipient_names(repo.config_path)
     if any(r not in known for r in recipients):
-        for line in git.file_history_patch(repo.root, ".sops.yaml").splitlines():
+        for line in git.file_history_patch(repo.root, CONFIG_NAME).splitlines():
             match = _ANCHORED_KEY.search(line)
             if line.startswith("-") and match:
                 known.setdefault(match.group(2), short_name(match.group(1)))
@@ -307,12 +308,12 @@ def _names_for(repo: Repo, recipients: Sequence[str]) -> list[str]:
 def _staging_dir(repo: Repo) -> Path:
     """A fresh private folder for the copy sops works on. Called under the repository lock,
     so any older ``rotate-*`` folder is left by a killed run (ciphertext only): removed."""
-    base = repo.state_dir / "staging"
+    base = repo.state_dir / ROTATE_STAGING
     base.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(base, 0o700)
-    for stale in base.glob("rotate-*"):
+    for stale in base.glob(f"{ROTATE_STAGE_PREFIX}*"):
         shutil.rmtree(stale, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix="rotate-", dir=base))
+    return Path(tempfile.mkdtemp(prefix=ROTATE_STAGE_PREFIX, dir=base))
 
 
 def write_value(
@@ -376,17 +377,14 @@ def write_value(
 # not recorded it; run again with the same value, it is "the same as the current one". This
 # note (in the state folder, not committed; it holds a hash of the new ciphertext, never the
 # value) lets that run recognise its own unfinished write and record it.
-PENDING_NAME = "rotation-pending.json"
-
-
 def _pending_path(repo: Repo) -> Path:
-    return repo.state_dir / PENDING_NAME
+    return repo.state_dir / ROTATION_PENDING
 
 
 def _note_pending(repo: Repo, relpath: str, key: str, reason: str | None, data_key: bool, data: bytes) -> None:
     note = {"file": relpath, "key": key, "sha256": hashlib.sha256(data).hexdigest(), "data_key_rotated": data_key, "reason": reason}
     path = _pending_path(repo)
-    fd, tmp = tempfile.mkstemp(prefix=".pending-", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=PENDING_TEMP_PREFIX, dir=path.parent)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         json.dump(note, handle)
         handle.flush()
@@ -484,7 +482,7 @@ def rotate_secret(
 
 
 def _finish_unfinished(repo: Repo, policy: Policy, target: Target) -> RotationOutcome | None:
-    """Record a rotation a killed run wrote but did not record (see ``PENDING_NAME``)."""
+    """Record a rotation a killed run wrote but did not record (see ``_pending_path``)."""
     with repo_lock(repo):
         note = _unfinished(repo, target)
         if note is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -254,7 +254,3 @@ def matching_rule(rules: Sequence[CreationRule], relpath: str) -> CreationRule |
         except re.error as exc:
             raise BadInput(f".sops.yaml {rule.label}: path_regex does not compile ({exc}); fix the regex") from exc
     return None
-
-
-def rules_matching_any(rules: Iterable[CreationRule], relpaths: Sequence[str]) -> list[CreationRule]:
-    return [rule for rule in rules if any(rule.matches(p) for p in relpaths)]

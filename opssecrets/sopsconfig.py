@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from opssecrets.errors import BadInput
-from opssecrets.keys import is_age_recipient, plugin_of_recipient
+from opssecrets.keys import plugin_of_recipient
 from opssecrets.rules import CreationRule, refuse_symlink, rules_from_data
 from opssecrets.yamltree import Node, parse
 
@@ -754,10 +754,6 @@ class SopsConfig:
             return group_off, 2
         return 2, 2
 
-    # ------------------------------------------------------------- writing
-    def write(self, path: Path) -> None:
-        write_atomic(path, self.text.encode("utf-8"))
-
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write ``data`` to ``path`` by temp file + fsync + rename: readers see old or new."""
@@ -814,7 +810,3 @@ def _find_key(span: str, key: str) -> int:
         if not after or not (after.isalnum()):
             return match.start()
     raise AssertionError("key not found in its scalar's text")
-
-
-def is_plain_age_key(text: str) -> bool:
-    return is_age_recipient(text.strip())

@@ -27,7 +27,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from opssecrets.errors import EnvironmentProblem, Interrupted, OpsError, environment_fault
-from opssecrets.ledger import LEDGER_PATH
+from opssecrets.paths import (
+    CHANGE_LOCK,
+    CONFIG_NAME,
+    LEDGER_PATH,
+    LEDGER_TEMP_PREFIX,
+    PENDING_TEMP_PREFIX,
+    ROTATE_STAGE_PREFIX,
+    ROTATE_STAGING,
+    STAGE_PREFIX,
+)
 from opssecrets.repo import Repo
 from opssecrets.rules import CreationRule, matching_rule
 from opssecrets.secretfile import SecretFile
@@ -44,7 +53,7 @@ def repo_lock(repo: Repo) -> Iterator[None]:
         raise EnvironmentProblem(
             f"the state folder {state} cannot be created: a file is in the way; move it away and run this again"
         ) from None
-    lock_path = state / "lock"
+    lock_path = state / CHANGE_LOCK
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
@@ -68,10 +77,14 @@ def _clear_stale_stages(repo: Repo) -> None:
     ``.sops.yaml`` write (``write_atomic`` names it ``.<name>.<random>.tmp``), of a ledger
     save, or of a rotation's pending note."""
     state = repo.state_dir
-    for stale in [*state.glob("stage-*"), *state.glob("staging/rotate-*")]:
+    for stale in [*state.glob(f"{STAGE_PREFIX}*"), *state.glob(f"{ROTATE_STAGING}/{ROTATE_STAGE_PREFIX}*")]:
         shutil.rmtree(stale, ignore_errors=True)
     ledger_folder = (repo.root / LEDGER_PATH).parent
-    temps = [*repo.root.glob(f".{repo.config_path.name}.*.tmp"), *ledger_folder.glob(".ledger-*.tmp"), *state.glob(".pending-*")]
+    temps = [
+        *repo.root.glob(f".{repo.config_path.name}.*.tmp"),
+        *ledger_folder.glob(f"{LEDGER_TEMP_PREFIX}*.tmp"),
+        *state.glob(f"{PENDING_TEMP_PREFIX}*"),
+    ]
     for leftover in temps:
         with contextlib.suppress(OSError):
             leftover.unlink()
@@ -207,13 +220,13 @@ def apply(repo: Repo, plan: Plan, progress: Callable[[int, int, str], None] | No
         return
     check_plugins(plan)
     state = repo.state_dir
-    stage = Path(tempfile.mkdtemp(prefix="stage-", dir=state))
+    stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=state))
     os.chmod(stage, 0o700)
     renaming = False
     try:
         config = plan.after if plan.after is not None else plan.before
         assert config is not None
-        stage_config = stage / ".sops.yaml"
+        stage_config = stage / CONFIG_NAME
         _write_private(stage_config, config.text.encode("utf-8"))
         for change in plan.files:
             source = repo.root / change.relpath

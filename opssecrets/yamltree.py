@@ -160,92 +160,119 @@ def parse(text: str, source: str) -> Node | None:
         events = yamllimits.round_trip_events(text)
     except yamllimits.TooDeep as exc:
         raise BadInput(f"{source}: {exc.where}nested more than {MAX_DEPTH} levels deep; a .sops.yaml is a few levels deep") from None
-    anchors: dict[str, Node] = {}
-    stack: list[Node] = []
-    pending_key: list[Node | None] = []
-    root: Node | None = None
-
-    def attach(node: Node) -> None:
-        nonlocal root
-        if not stack:
-            if root is None:
-                root = node
-            return
-        parent = stack[-1]
-        if parent.kind == "seq":
-            parent.items.append(node)
-        else:
-            key = pending_key[-1]
-            if key is None:
-                pending_key[-1] = node
-            else:
-                parent.pairs.append((key, node))
-                pending_key[-1] = None
-
-    def remember(node: Node) -> None:
-        if node.anchor is not None:
-            anchors[node.anchor] = node
-
+    builder = _TreeBuilder(text, source)
     try:
         deadline = time.monotonic() + MAX_READ_SECONDS
         for count, event in enumerate(events):
             if count % 4096 == 0 and time.monotonic() > deadline:
                 raise BadInput(f"{source}: reading it took more than {MAX_READ_SECONDS:.0f} s; a .sops.yaml is far smaller: fix the file")
-            kind_of = type(event).__name__
-            if kind_of == "DocumentEndEvent" and root is not None:
+            if type(event).__name__ == "DocumentEndEvent" and builder.root is not None:
                 break
-            if kind_of == "ScalarEvent":
-                # ruamel's round-trip parser marks fold points in folded scalars with BEL;
-                # libyaml says '' for the plain style
-                value = event.value.replace("\a", "") if event.style == ">" else event.value
-                node = Node("scalar", event.start_mark.index, event.end_mark.index, event.anchor, value, event.style or None)
-                remember(node)
-                attach(node)
-            elif kind_of == "AliasEvent":
-                target = anchors.get(event.anchor)
-                if target is None and not re.search(rf"&{re.escape(event.anchor)}(?![A-Za-z0-9_-])", text):
-                    raise BadInput(
-                        f"{source}: line {event.start_mark.line + 1}: alias *{event.anchor} has no anchor "
-                        f"&{event.anchor} anywhere in the file; define it (in 'keys:') or fix the name"
-                    )
-                if target is None:
-                    raise BadInput(
-                        f"{source}: line {event.start_mark.line + 1}: alias *{event.anchor} is used before its anchor "
-                        f"&{event.anchor} is defined; move the anchored key above its first use"
-                    )
-                node = Node("alias", event.start_mark.index, event.end_mark.index, None, event.anchor, None, target=target)
-                attach(node)
-            elif kind_of in ("SequenceStartEvent", "MappingStartEvent"):
-                if len(stack) >= MAX_DEPTH:
-                    raise BadInput(
-                        f"{source}: line {event.start_mark.line + 1}: nested more than {MAX_DEPTH} levels deep; "
-                        "a .sops.yaml is a few levels deep: fix the file"
-                    )
-                kind = "seq" if kind_of == "SequenceStartEvent" else "map"
-                node = Node(kind, event.start_mark.index, event.start_mark.index, event.anchor, style="flow" if event.flow_style else None)
-                remember(node)
-                attach(node)
-                stack.append(node)
-                pending_key.append(None)
-            elif kind_of in ("SequenceEndEvent", "MappingEndEvent"):
-                node = stack.pop()
-                pending_key.pop()
-                _refuse_duplicate_keys(node, text, source)
-                children = node.items or [n for pair in node.pairs for n in pair]
-                if node.flow:
-                    node.end = event.end_mark.index
-                elif children:
-                    node.end = max(child.end for child in children)
+            builder.feed(event)
     except Exception as exc:
         if not isinstance(exc, _yaml_errors()):  # imports ruamel only now: `check` never loads it
             raise
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or exc.__class__.__name__
-        if "alphabetic or numeric" in problem:
-            problem += ": anchor and alias names are letters, digits, '_' and '-', as sops reads them"
-        raise BadInput(f"{source}: {where}not valid YAML ({problem}); fix the syntax") from exc
-    return root
+        raise _invalid_yaml(source, exc) from exc
+    return builder.root
+
+
+class _TreeBuilder:
+    """Builds the node tree from parser events: containers open and close on a stack, and
+    a mapping's children alternate between a pending key and its value."""
+
+    def __init__(self, text: str, source: str) -> None:
+        self.text = text
+        self.source = source
+        self.root: Node | None = None
+        self.anchors: dict[str, Node] = {}
+        self.stack: list[Node] = []
+        self.pending_key: list[Node | None] = []
+
+    def feed(self, event: Any) -> None:
+        kind_of = type(event).__name__
+        if kind_of == "ScalarEvent":
+            self._scalar(event)
+        elif kind_of == "AliasEvent":
+            self._alias(event)
+        elif kind_of in ("SequenceStartEvent", "MappingStartEvent"):
+            self._open(event, "seq" if kind_of == "SequenceStartEvent" else "map")
+        elif kind_of in ("SequenceEndEvent", "MappingEndEvent"):
+            self._close(event)
+
+    def _scalar(self, event: Any) -> None:
+        # ruamel's round-trip parser marks fold points in folded scalars with BEL;
+        # libyaml says '' for the plain style
+        value = event.value.replace("\a", "") if event.style == ">" else event.value
+        node = Node("scalar", event.start_mark.index, event.end_mark.index, event.anchor, value, event.style or None)
+        self._remember(node)
+        self._attach(node)
+
+    def _alias(self, event: Any) -> None:
+        target = self.anchors.get(event.anchor)
+        line = event.start_mark.line + 1
+        if target is None and not re.search(rf"&{re.escape(event.anchor)}(?![A-Za-z0-9_-])", self.text):
+            raise BadInput(
+                f"{self.source}: line {line}: alias *{event.anchor} has no anchor "
+                f"&{event.anchor} anywhere in the file; define it (in 'keys:') or fix the name"
+            )
+        if target is None:
+            raise BadInput(
+                f"{self.source}: line {line}: alias *{event.anchor} is used before its anchor "
+                f"&{event.anchor} is defined; move the anchored key above its first use"
+            )
+        self._attach(Node("alias", event.start_mark.index, event.end_mark.index, None, event.anchor, None, target=target))
+
+    def _open(self, event: Any, kind: str) -> None:
+        if len(self.stack) >= MAX_DEPTH:
+            raise BadInput(
+                f"{self.source}: line {event.start_mark.line + 1}: nested more than {MAX_DEPTH} levels deep; "
+                "a .sops.yaml is a few levels deep: fix the file"
+            )
+        node = Node(kind, event.start_mark.index, event.start_mark.index, event.anchor, style="flow" if event.flow_style else None)
+        self._remember(node)
+        self._attach(node)
+        self.stack.append(node)
+        self.pending_key.append(None)
+
+    def _close(self, event: Any) -> None:
+        node = self.stack.pop()
+        self.pending_key.pop()
+        _refuse_duplicate_keys(node, self.text, self.source)
+        children = node.items or [n for pair in node.pairs for n in pair]
+        if node.flow:
+            node.end = event.end_mark.index
+        elif children:
+            node.end = max(child.end for child in children)
+
+    def _attach(self, node: Node) -> None:
+        if not self.stack:
+            if self.root is None:
+                self.root = node
+            return
+        parent = self.stack[-1]
+        if parent.kind == "seq":
+            parent.items.append(node)
+        else:
+            key = self.pending_key[-1]
+            if key is None:
+                self.pending_key[-1] = node
+            else:
+                parent.pairs.append((key, node))
+                self.pending_key[-1] = None
+
+    def _remember(self, node: Node) -> None:
+        if node.anchor is not None:
+            self.anchors[node.anchor] = node
+
+
+def _invalid_yaml(source: str, exc: Exception) -> BadInput:
+    """The parser's error as one line: where, what, and (for a bad anchor name) sops' rule."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f"line {mark.line + 1}: " if mark is not None else ""
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or exc.__class__.__name__
+    if "alphabetic or numeric" in problem:
+        problem += ": anchor and alias names are letters, digits, '_' and '-', as sops reads them"
+    return BadInput(f"{source}: {where}not valid YAML ({problem}); fix the syntax")
 
 
 def _yaml_errors() -> tuple[type[Exception], ...]:

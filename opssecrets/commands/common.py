@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import click
 
-from opssecrets.output import emit_json, progress, render_table
+from opssecrets.output import emit_json, render_table
 from opssecrets.repo import Repo
 from opssecrets.transaction import Plan
 
@@ -61,7 +61,3 @@ def show_plan(plan: Plan, *, dry_run: bool, as_json: bool = False) -> None:
         click.echo(render_table(rows, ["file", "added", "removed", "data key"]))
     for note in plan.notes:
         say(f"note: {note}")
-
-
-def progress_bar(done: int, total: int, label: str) -> None:
-    progress(done, total, label)

@@ -9,11 +9,11 @@ from pathlib import Path
 import click
 
 from opssecrets import recipients as edits
-from opssecrets.commands.common import current_repo, dry_run_option, json_option, progress_bar, say, show_plan
+from opssecrets.commands.common import current_repo, dry_run_option, json_option, say, show_plan
 from opssecrets.errors import EXIT_FINDINGS, BadInput
 from opssecrets.keys import age_key_from, parse_ssh_public_key
 from opssecrets.ledger import exposures_undone_on_failure, record_data_key_rotations, record_exposures
-from opssecrets.output import render_table
+from opssecrets.output import progress, render_table
 from opssecrets.repo import Repo
 from opssecrets.sopsconfig import SopsConfig, anchor_for, check_name, short_name, write_atomic
 from opssecrets.templates import initial_config
@@ -45,7 +45,7 @@ def _change(
             with exposures_undone_on_failure(repo.root, plan):
                 if edit.exposed_to is not None:
                     record_exposures(repo.root, plan, edit.exposed_to)
-                apply(repo, plan, progress_bar)
+                apply(repo, plan, progress)
             record_data_key_rotations(repo.root, plan)
     show_plan(plan, dry_run=dry_run, as_json=as_json)
     return plan, edit
@@ -263,6 +263,6 @@ def reencrypt(ctx: click.Context, paths: tuple[Path, ...], check: bool, dry_run:
     with repo_lock(repo):
         config = SopsConfig.load(repo.config_path)
         plan = Plan(config, config, plan_files(repo, config, config, only=only, include_unrelated_drift=True))
-        apply(repo, plan, progress_bar)
+        apply(repo, plan, progress)
     show_plan(plan, dry_run=False, as_json=as_json)
     return 0

@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from opssecrets.errors import BadInput, Findings
-from opssecrets.ledger import LEDGER_PATH, RotationLedger
+from opssecrets.ledger import RotationLedger
+from opssecrets.paths import LEDGER_PATH
 from opssecrets.policy import Policy, load_policy
 from opssecrets.repo import Repo
 from opssecrets.rotation import (

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 from opssecrets.guard import sources
 from opssecrets.guard.findings import Finding
 from opssecrets.guard.scanner import LeakScanner, is_binary
-from opssecrets.guard.sopsfiles import CONFIG_NAME, SopsConfigView, check_covered_file, covering_rule, load_config
+from opssecrets.guard.sopsfiles import SopsConfigView, check_covered_file, covering_rule, load_config
+from opssecrets.paths import CONFIG_NAME, state_dir
 from opssecrets.policy_leaks import LeakPolicy, load_leak_policy
 
 if TYPE_CHECKING:
@@ -118,109 +119,137 @@ def _scan_lazy(root: Path, items: list[sources.Item], jobs: int | None, report: 
 def run_check(root: Path, options: CheckOptions) -> CheckReport:
     """Run the guard on ``root`` (the repository root) and return what it found."""
     global _SCAN_STATE
-    from opssecrets import git
     from opssecrets.fingerprint import fingerprint_key
 
     policy = _leak_policy(root, options.base)
-    scanner = LeakScanner(policy, fingerprint_key(git.state_dir(root)))
+    scanner = LeakScanner(policy, fingerprint_key(state_dir(root)))
     report = CheckReport()
     staged = options.mode == "staged"
-
-    if options.mode == "staged":
-        items = sources.from_index(root, list(options.paths))
-        read = sources.index_reader(root)
-        config_data = sources.index_reader(root, sources.worktree_reader(root))(CONFIG_NAME)
-    elif options.mode == "all":
-        items = sources.from_tracked(root)
-        read = sources.worktree_reader(root)
-        config_data = read(CONFIG_NAME)
-    else:
-        items = sources.from_paths(root, list(options.paths))
-        read = sources.worktree_reader(root)
-        config_data = read(CONFIG_NAME)
-
-    known: list[KnownValue] = []
-    if options.known:
-        from opssecrets.guard.known import collect_known_values
-        from opssecrets.repo import Repo
-
-        known, known_notes = collect_known_values(Repo(root))
-        report.notes.extend(known_notes)
-    _SCAN_STATE = (scanner, known)
+    items, read, config_data = _sources(root, options)
+    _SCAN_STATE = (scanner, _known_values(root, options, report))
     try:
         config = load_config(config_data)
         if config.problem is not None:
             report.findings.append(config.problem)
         if _is_symlink(root, CONFIG_NAME, staged):
             report.findings.append(_config_symlink_finding(root, staged))
-
-        base_config: SopsConfigView | None = None
-        if options.base is not None:
-            from opssecrets.guard.policy_review import review_policies
-            from opssecrets.guard.review import review_recipients
-
-            review_findings, review_notes = review_recipients(root, options.base, config_data, policy.review_recipients)
-            report.findings.extend(review_findings)
-            report.notes.extend(review_notes)
-            report.findings.extend(review_policies(root, options.base, staged=staged))
-            base_config = load_config(git.show_file(root, options.base, CONFIG_NAME))
-
+        base_config = _review_base(root, options, config_data, policy, report)
         report.findings.extend(_secret_file_symlinks(root, items, staged, policy, [config, base_config]))
         readable = [item for item in items if item.note is None]
         report.notes.extend(f"{item.rel}: {item.note}" for item in items if item.note is not None)
         report.checked = len(readable)
-
-        # The leak scan (and known values): the bulk of the work.
-        lazy = [item for item in readable if item.data is None]
-        loaded = [item for item in readable if item.data is not None]
-        for item in loaded:
-            assert item.data is not None
-            if is_binary(item.data):
-                report.binary.append(item.rel)
-            report.findings.extend(_scan_content(item.rel, item.data))
-        if lazy:
-            _scan_lazy(root, lazy, options.jobs, report)
-
-        # Structure checks need the content of the few files they apply to.
-        nix_default: str | None = None
-        nix_default_known = False
-        for item in readable:
-            rule = covering_rule(config, item.rel, policy.coverage_skip_suffixes, policy.coverage_skip_paths)
-            is_nix = item.rel.endswith(".nix")
-            if rule is None and not is_nix:
-                continue
-            data = item.data if item.data is not None else read(item.rel)
-            if data is None:
-                continue
-            if rule is not None:
-                report.findings.extend(check_covered_file(item.rel, data, rule))
-            if is_nix and b"sops" in data:
-                from opssecrets.guard.sopsnix import check_nix_file, default_from_files
-
-                if not nix_default_known:
-                    nix_default = default_from_files(_nix_files_with_default(root, read, options.mode == "staged"))
-                    nix_default_known = True
-                report.findings.extend(check_nix_file(item.rel, data, read, nix_default))
-                report.notes.extend(_restart_notes(root, item.rel, data))
+        _scan_leaks(root, readable, options.jobs, report)
+        _check_structure(root, readable, config, policy, read, staged, report)
 
         from opssecrets.guard.hosts import host_findings
 
         report.findings.extend(host_findings(root, read, config_data, [item.rel for item in readable], options.mode))
-
-        report.findings = sorted(
-            {
-                f
-                for f in report.findings
-                if f.rule in _NEVER_ALLOWLISTED
-                or (f.path == CONFIG_NAME and f.rule.startswith("sops-config"))
-                or not scanner.path_allowed(f.path)
-            },
-            key=lambda f: (f.path, f.line or 0, f.rule, f.message),
-        )
+        report.findings = _reportable(report.findings, scanner)
         report.binary.sort()
     finally:
         _SCAN_STATE = None
     return report
+
+
+def _sources(root: Path, options: CheckOptions) -> tuple[list[sources.Item], sources.Reader, bytes | None]:
+    """The files to check, how to read any other file, and ``.sops.yaml`` as the mode sees them."""
+    if options.mode == "staged":
+        items = sources.from_index(root, list(options.paths))
+        # a .sops.yaml that is not in the index yet is read from the working tree
+        return items, sources.index_reader(root), sources.index_reader(root, sources.worktree_reader(root))(CONFIG_NAME)
+    read = sources.worktree_reader(root)
+    items = sources.from_tracked(root) if options.mode == "all" else sources.from_paths(root, list(options.paths))
+    return items, read, read(CONFIG_NAME)
+
+
+def _known_values(root: Path, options: CheckOptions, report: CheckReport) -> list[KnownValue]:
+    """The repository's decrypted values to look for in plaintext (``--known``), else none."""
+    if not options.known:
+        return []
+    from opssecrets.guard.known import collect_known_values
+    from opssecrets.repo import Repo
+
+    known, known_notes = collect_known_values(Repo(root))
+    report.notes.extend(known_notes)
+    return known
+
+
+def _review_base(
+    root: Path, options: CheckOptions, config_data: bytes | None, policy: LeakPolicy, report: CheckReport
+) -> SopsConfigView | None:
+    """With ``--base REF``: review recipient and policy changes since REF; the ``.sops.yaml`` at REF."""
+    if options.base is None:
+        return None
+    from opssecrets import git
+    from opssecrets.guard.policy_review import review_policies
+    from opssecrets.guard.review import review_recipients
+
+    review_findings, review_notes = review_recipients(root, options.base, config_data, policy.review_recipients)
+    report.findings.extend(review_findings)
+    report.notes.extend(review_notes)
+    report.findings.extend(review_policies(root, options.base, staged=options.mode == "staged"))
+    return load_config(git.show_file(root, options.base, CONFIG_NAME))
+
+
+def _scan_leaks(root: Path, readable: list[sources.Item], jobs: int | None, report: CheckReport) -> None:
+    """The leak scan (and known values): the bulk of the work. Files not read yet are read by workers."""
+    for item in readable:
+        if item.data is None:
+            continue
+        if is_binary(item.data):
+            report.binary.append(item.rel)
+        report.findings.extend(_scan_content(item.rel, item.data))
+    lazy = [item for item in readable if item.data is None]
+    if lazy:
+        _scan_lazy(root, lazy, jobs, report)
+
+
+def _check_structure(
+    root: Path,
+    readable: list[sources.Item],
+    config: SopsConfigView,
+    policy: LeakPolicy,
+    read: sources.Reader,
+    staged: bool,
+    report: CheckReport,
+) -> None:
+    """Files a ``.sops.yaml`` rule covers, and sops-nix declarations in .nix files: these checks
+    need the content of the few files they apply to."""
+    nix_default: str | None = None
+    nix_default_known = False
+    for item in readable:
+        rule = covering_rule(config, item.rel, policy.coverage_skip_suffixes, policy.coverage_skip_paths)
+        is_nix = item.rel.endswith(".nix")
+        if rule is None and not is_nix:
+            continue
+        data = item.data if item.data is not None else read(item.rel)
+        if data is None:
+            continue
+        if rule is not None:
+            report.findings.extend(check_covered_file(item.rel, data, rule))
+        if is_nix and b"sops" in data:
+            from opssecrets.guard.sopsnix import check_nix_file, default_from_files
+
+            if not nix_default_known:
+                nix_default = default_from_files(_nix_files_with_default(root, read, staged))
+                nix_default_known = True
+            report.findings.extend(check_nix_file(item.rel, data, read, nix_default))
+            report.notes.extend(_restart_notes(root, item.rel, data))
+
+
+def _reportable(findings: list[Finding], scanner: LeakScanner) -> list[Finding]:
+    """Findings without duplicates, in file order, minus those on paths the policy allowlists
+    (never the ones about who reads what, nor ``.sops.yaml``'s own problems)."""
+    return sorted(
+        {
+            f
+            for f in findings
+            if f.rule in _NEVER_ALLOWLISTED
+            or (f.path == CONFIG_NAME and f.rule.startswith("sops-config"))
+            or not scanner.path_allowed(f.path)
+        },
+        key=lambda f: (f.path, f.line or 0, f.rule, f.message),
+    )
 
 
 def _leak_policy(root: Path, base: str | None) -> LeakPolicy:

@@ -18,10 +18,10 @@ from pathlib import Path
 from opssecrets import git
 from opssecrets.errors import BadInput, OpsError
 from opssecrets.guard.findings import Finding
+from opssecrets.paths import CONFIG_NAME
 from opssecrets.rules import CreationRule
 from opssecrets.sopsconfig import SopsConfig, short_name
 
-CONFIG_NAME = ".sops.yaml"
 RULE_ADDED = "recipient-added"
 RULE_GRANTED = "recipient-granted"
 

@@ -17,10 +17,10 @@ from typing import Any
 
 from opssecrets.errors import BadInput
 from opssecrets.guard.findings import Finding
+from opssecrets.paths import CONFIG_NAME
 from opssecrets.rules import CreationRule, matching_rule, rules_from_data
 from opssecrets.secretfile import NotASopsFile, SopsMetadata, file_format, flat_entries, metadata_from, other_format, parse_tree
 
-CONFIG_NAME = ".sops.yaml"
 DEFAULT_UNENCRYPTED_SUFFIX = "_unencrypted"
 
 RULE_CONFIG = "sops-config-invalid"
