@@ -125,12 +125,18 @@ def fake_server(prefix: str = "") -> Iterator[FakeService]:
     """A real HTTP server on 127.0.0.1 in a thread; ``service.url`` is its base URL + prefix."""
     service = FakeService()
     handler = type("Handler", (_Handler,), {"service": service})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), handler)) as server:
+        service.url = f"http://127.0.0.1:{server.server_address[1]}{prefix}"
+        yield service
+
+
+@contextmanager
+def serving(server: ThreadingHTTPServer) -> Iterator[ThreadingHTTPServer]:
+    """``server`` answering in a thread for the length of the block, then shut down."""
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
-    service.url = f"http://127.0.0.1:{server.server_address[1]}{prefix}"
     try:
-        yield service
+        yield server
     finally:
         server.shutdown()
         server.server_close()

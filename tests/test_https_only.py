@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from conftest import OpsRepo
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from guard_support import slack_bot
-from rotation_support import fake_server, make_platform
+from rotation_support import fake_server, make_platform, serving
 
 
 def lan_address() -> str:
@@ -60,15 +59,9 @@ def lan_server() -> Iterator[Recorder]:
         do_GET = _answer
         do_POST = _answer
 
-    server = ThreadingHTTPServer(("0.0.0.0", 0), Handler)  # reachable off loopback: the point
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    recorder.url = f"http://{lan_address()}:{server.server_address[1]}"
-    try:
+    with serving(ThreadingHTTPServer(("0.0.0.0", 0), Handler)) as server:  # reachable off loopback: the point
+        recorder.url = f"http://{lan_address()}:{server.server_address[1]}"
         yield recorder
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def commit_policy(repo: OpsRepo, text: str) -> None:
