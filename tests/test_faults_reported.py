@@ -46,16 +46,21 @@ def _one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
 # --- folders that cannot be written ---------------------------------------------------------
 
 
+def _add_bob_with_read_only(repo: OpsRepo, folder: Path, bob: AgeKey) -> subprocess.CompletedProcess[str]:
+    """``add-engineer bob --admin`` run as a user (no CAP_DAC_OVERRIDE) while ``folder`` is mode 0555."""
+    folder.chmod(0o555)
+    try:
+        return _run(repo.root, "add-engineer", "bob", "--admin", "--age-key", bob.recipient, as_a_user=True)
+    finally:
+        folder.chmod(0o755)
+
+
 def test_a_state_folder_that_cannot_be_created_is_exit_3_naming_it(repo: OpsRepo) -> None:
     """.git is read-only (mode 0555): the lock's folder .git/opssecrets cannot be made."""
     bob = _platform(repo)
     before = repo.snapshot()
     git_dir = repo.root / ".git"
-    git_dir.chmod(0o555)
-    try:
-        proc = _run(repo.root, "add-engineer", "bob", "--admin", "--age-key", bob.recipient, as_a_user=True)
-    finally:
-        git_dir.chmod(0o755)
+    proc = _add_bob_with_read_only(repo, git_dir, bob)
     assert proc.returncode == 3, proc.stderr
     line = _one_error_line(proc)
     assert f"{git_dir / 'opssecrets'}: Permission denied" in line
@@ -68,12 +73,7 @@ def test_a_read_only_secrets_folder_is_exit_3_and_changes_nothing(repo: OpsRepo)
     the file, every file byte-identical; made writable, the same command finishes."""
     bob = _platform(repo)
     before = repo.snapshot()
-    folder = repo.root / "secrets"
-    folder.chmod(0o555)
-    try:
-        proc = _run(repo.root, "add-engineer", "bob", "--admin", "--age-key", bob.recipient, as_a_user=True)
-    finally:
-        folder.chmod(0o755)
+    proc = _add_bob_with_read_only(repo, repo.root / "secrets", bob)
     assert proc.returncode == 3, proc.stderr
     line = _one_error_line(proc)
     assert f"{repo.root / SECRETS}: Permission denied" in line
