@@ -39,6 +39,8 @@ from opssecrets.keys import (
     plugin_of_identity,
     recipient_for_identity,
 )
+from opssecrets.paths import CONFIG_NAME
+from opssecrets.sopsconfig import recipient_names
 
 USER_IDENTITY_VARS = ("SOPS_AGE_KEY", "SOPS_AGE_KEY_FILE", "SOPS_AGE_KEY_CMD", "SOPS_AGE_SSH_PRIVATE_KEY_FILE")
 KEYRING_SERVICE = "opssecrets"
@@ -420,6 +422,22 @@ def resolve_identity() -> ResolvedIdentity:
                 {"SOPS_AGE_KEY": converted},
             )
     return ResolvedIdentity(SOURCE_NONE, "", (), {}, "")
+
+
+def operator_recipients() -> list[str]:
+    """The age recipients of the operator's identity, resolved as sops will be given it."""
+    return list(resolve_identity().recipients)
+
+
+def operator_name(root: Path) -> str | None:
+    """Who runs opssecrets, as the ledger records it: their name in ``.sops.yaml`` (the anchor
+    whose key is theirs), else their recipient (public, fine to record), else None."""
+    recipients = operator_recipients()
+    names = recipient_names(root / CONFIG_NAME)
+    for recipient in recipients:
+        if recipient in names:
+            return names[recipient]
+    return recipients[0] if recipients else None
 
 
 class IdentityEnv(Mapping[str, str]):

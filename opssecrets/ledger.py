@@ -40,10 +40,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -180,16 +181,15 @@ class RotationLedger:
         """A new value for ``key``: clears its exposures."""
         self.file(relpath).keys[key] = KeyRecord(rotated_at=when, by=by, reason=reason)
 
-    def record_data_key_rotation(self, relpath: str, when: datetime) -> None:
+    def record_data_key_rotation(self, relpath: str, when: datetime, *, readers: Sequence[str] | None, head: str | None) -> None:
         """The file's data key was replaced: every exposure recorded so far is cut off from
-        values written from now on (the keys stay exposed until each is rotated). The file's
-        recipients now are the readers of the new data key."""
+        values written from now on (the keys stay exposed until each is rotated). ``readers``
+        are the file's age recipients now, the new data key's readers (None: not a sops
+        file); ``head`` is the git commit HEAD is at."""
         record = self.file(relpath)
         record.data_key_rotated_at = when
-        record.data_key_readers = _file_recipients(self.root / relpath)
-        from opssecrets.git import head_commit
-
-        record.data_key_head = head_commit(self.root)
+        record.data_key_readers = sorted(readers) if readers is not None else None
+        record.data_key_head = head
         for key_record in record.keys.values():
             key_record.exposed_to = [
                 Exposure(e.reader, e.since, e.marked_by, data_key_rotated=True) for e in key_record.exposed_to
@@ -247,15 +247,6 @@ def _files_from_json(data: Any) -> dict[str, FileRecord]:
     return files
 
 
-def _file_recipients(path: Path) -> list[str] | None:
-    from opssecrets.secretfile import NotASopsFile, read_secret_file
-
-    try:
-        return sorted(read_secret_file(path).metadata.age_recipients)
-    except NotASopsFile:
-        return None
-
-
 @contextlib.contextmanager
 def ledger_lock(root: Path) -> Iterator[None]:
     """Serialise read-modify-write of the ledger between concurrent opssecrets runs."""
@@ -308,33 +299,35 @@ def mark_exposed(
     Called by ``remove-engineer``, ``revoke``, ``remove-host`` and ``add-host --replace
     --compromised``. ``file`` is relative to ``root`` (posix). Each key stays exposed until it is
     rotated; ``opssecrets rotate`` also rotates the file's data key first if it was not
-    rotated since. ``operator`` defaults to the operator's recipient name when it can be found.
+    rotated since. ``operator`` is who marked it (``identity.operator_name``), recorded as given.
     """
     if not keys:
         return
-    who = operator if operator is not None else operator_name(root)
     with editing(root) as ledger:
-        ledger.mark_exposed(_relpath(root, file), keys, reader=reader, when=when or now_utc(), operator=who)
+        ledger.mark_exposed(_relpath(root, file), keys, reader=reader, when=when or now_utc(), operator=operator)
 
 
-def record_data_key_rotation(root: Path, file: str, when: datetime | None = None) -> None:
-    """Record that ``file``'s data key was replaced (``sops rotate``) at ``when`` (default now)."""
+def record_data_key_rotation(
+    root: Path, file: str, when: datetime | None = None, *, readers: Sequence[str] | None, head: str | None
+) -> None:
+    """Record that ``file``'s data key was replaced (``sops rotate``) at ``when`` (default now),
+    wrapped for ``readers`` (the file's age recipients now), with HEAD at ``head``."""
     with editing(root) as ledger:
-        ledger.record_data_key_rotation(_relpath(root, file), when or now_utc())
+        ledger.record_data_key_rotation(_relpath(root, file), when or now_utc(), readers=readers, head=head)
 
 
-def record_exposures(root: Path, plan: Plan, reader: str, when: datetime | None = None) -> None:
+def record_exposures(root: Path, plan: Plan, reader: str, when: datetime | None = None, *, operator: str | None) -> None:
     """Before a recipient change is applied: every key of every file whose data key the plan
     rotates was readable by ``reader`` (removed, revoked, or a compromised host key); mark them
-    exposed. Recorded first, so a run killed half-way has already said what leaked."""
+    exposed, marked by ``operator``. Recorded first, so a run killed half-way has already said
+    what leaked."""
     rotated = [change for change in plan.files if change.rotate]
     if not rotated:
         return
     moment = when or now_utc()
-    who = operator_name(root)
     with editing(root) as ledger:
         for change in rotated:
-            ledger.mark_exposed(change.relpath, change.keys, reader=reader, when=moment, operator=who)
+            ledger.mark_exposed(change.relpath, change.keys, reader=reader, when=moment, operator=operator)
 
 
 @contextlib.contextmanager
@@ -363,8 +356,6 @@ def exposures_undone_on_failure(root: Path, plan: Plan) -> Iterator[None]:
 
 
 def _digest(path: Path) -> bytes | None:
-    import hashlib
-
     try:
         return hashlib.sha256(path.read_bytes()).digest()
     except OSError:
@@ -386,49 +377,20 @@ def _write_bytes_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def record_data_key_rotations(root: Path, plan: Plan, when: datetime | None = None) -> None:
-    """After a recipient change was applied: record the files whose data key it rotated."""
+def record_data_key_rotations(
+    root: Path,
+    plan: Plan,
+    when: datetime | None = None,
+    *,
+    readers: Mapping[str, Sequence[str] | None],
+    head: str | None,
+) -> None:
+    """After a recipient change was applied: record the files whose data key it rotated, each
+    with its age recipients now (``readers``, by path), HEAD at ``head``."""
     rotated = [change for change in plan.files if change.rotate]
     if not rotated:
         return
     moment = when or now_utc()
     with editing(root) as ledger:
         for change in rotated:
-            ledger.record_data_key_rotation(change.relpath, moment)
-
-
-# --- who the operator is -------------------------------------------------------------------
-
-
-
-def recipient_names(config_path: Path) -> dict[str, str]:
-    """age recipient -> short name (``admin_dan`` -> ``dan``) from ``.sops.yaml``'s anchors."""
-    from opssecrets.errors import OpsError
-    from opssecrets.rules import refuse_symlink
-    from opssecrets.sopsconfig import SopsConfig, short_name
-
-    refuse_symlink(config_path)  # refused, not read as "no names"
-    try:
-        config = SopsConfig.load(config_path)
-    except (OpsError, OSError, ValueError):
-        return {}
-    return {r.key: short_name(r.name) for r in config.recipients if r.name is not None}
-
-
-def operator_recipients() -> list[str]:
-    """The age recipients of the operator's identity, resolved as sops will be given it
-    (environment, then the OS keyring, then sops' default key file)."""
-    from opssecrets.identity import resolve_identity
-
-    return list(resolve_identity().recipients)
-
-
-def operator_name(root: Path) -> str | None:
-    """The operator's name in ``.sops.yaml`` (the anchor whose key is theirs), else their
-    recipient, else None. A recipient is public; it is fine in the ledger."""
-    recipients = operator_recipients()
-    names = recipient_names(root / ".sops.yaml")
-    for recipient in recipients:
-        if recipient in names:
-            return names[recipient]
-    return recipients[0] if recipients else None
+            ledger.record_data_key_rotation(change.relpath, moment, readers=readers.get(change.relpath), head=head)

@@ -24,12 +24,14 @@ from pathlib import Path
 from opssecrets import git
 from opssecrets.errors import BadInput, EnvironmentProblem, Findings, Interrupted, ToolFailed
 from opssecrets.exposure import saved_data_key_readers, saved_exposures
-from opssecrets.ledger import RotationLedger, editing, format_time, now_utc, operator_name, parse_time
+from opssecrets.identity import operator_name
+from opssecrets.ledger import RotationLedger, editing, format_time, now_utc, parse_time
 from opssecrets.paths import CONFIG_NAME, PENDING_TEMP_PREFIX, ROTATE_STAGE_PREFIX, ROTATE_STAGING, ROTATION_PENDING
 from opssecrets.policy import Policy, SecretKind
 from opssecrets.repo import Repo
-from opssecrets.secretfile import NotASopsFile, SecretFile, looks_like_sops_file, read_secret_file
+from opssecrets.secretfile import NotASopsFile, SecretFile, file_age_recipients, looks_like_sops_file, read_secret_file
 from opssecrets.sops import classify_sops_failure, encode_set_value, index_for_key
+from opssecrets.sopsconfig import recipient_names, short_name
 from opssecrets.transaction import repo_lock
 from opssecrets.verify.http import Rejected, Unreachable, VerifyResult
 
@@ -290,9 +292,6 @@ _ANCHORED_KEY = re.compile(r"&([A-Za-z0-9_-]+)\s+[\"']?(age1[02-9ac-hj-np-z]{58}
 def _names_for(repo: Repo, recipients: Sequence[str]) -> list[str]:
     """Names for recipients: from ``.sops.yaml`` now, else from its git history (a removed
     reader's anchor is gone from the current file), else a shortened key."""
-    from opssecrets.ledger import recipient_names
-    from opssecrets.sopsconfig import short_name
-
     known = recipient_names(repo.config_path)
     if any(r not in known for r in recipients):
         for line in git.file_history_patch(repo.root, CONFIG_NAME).splitlines():
@@ -468,7 +467,9 @@ def rotate_secret(
                 by = operator_name(repo.root)
                 ledger.record_rotation(target.relpath, target.key, when=when, by=by, reason=reason)
                 if reasons:
-                    ledger.record_data_key_rotation(target.relpath, when)
+                    ledger.record_data_key_rotation(
+                        target.relpath, when, readers=file_age_recipients(repo.root / target.relpath), head=git.head_commit(repo.root)
+                    )
         except KeyboardInterrupt:
             if (repo.root / target.relpath).read_bytes() == before:
                 raise  # nothing was written: the CLI says so
@@ -493,7 +494,9 @@ def _finish_unfinished(repo: Repo, policy: Policy, target: Target) -> RotationOu
             by = operator_name(repo.root)
             ledger.record_rotation(target.relpath, target.key, when=when, by=by, reason=reason if isinstance(reason, str) else None)
             if note.get("data_key_rotated"):
-                ledger.record_data_key_rotation(target.relpath, when)
+                ledger.record_data_key_rotation(
+                    target.relpath, when, readers=file_age_recipients(repo.root / target.relpath), head=git.head_commit(repo.root)
+                )
         _pending_path(repo).unlink(missing_ok=True)
     steps = target.kind.runbook_steps(file=target.relpath, key=target.key, deploy=policy.platform.deploy)
     reasons = ["by the interrupted run"] if note.get("data_key_rotated") else []

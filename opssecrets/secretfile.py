@@ -336,6 +336,14 @@ def read_secret_file(path: Path, text: str | None = None) -> SecretFile:
     return SecretFile(path=path, format=other, tree=found[0], metadata=found[1])
 
 
+def file_age_recipients(path: Path) -> list[str] | None:
+    """The age recipients a sops file's metadata lists now, sorted; None if it is not a sops file."""
+    try:
+        return sorted(read_secret_file(path).metadata.age_recipients)
+    except NotASopsFile:
+        return None
+
+
 def looks_like_sops_file(head: bytes) -> bool:
     """A cheap pre-filter on a file's bytes before parsing it."""
     return b"sops" in head and (b"ENC[" in head or b"mac" in head)

@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from opssecrets.errors import BadInput, ToolFailed
+from opssecrets.identity import operator_name
 from opssecrets.keys import check_age_recipient
+from opssecrets.ledger import mark_exposed
 from opssecrets.plugins import require_plugins
 from opssecrets.repo import Repo
 from opssecrets.sops import child_env, find_age, run, stderr_summary
@@ -93,7 +95,5 @@ def share_secret(repo: Repo, key: str, to: str, file: Path | None = None, *, out
             stderr_summary(proc.stderr),
         )
     if outside:
-        from opssecrets.ledger import mark_exposed
-
-        mark_exposed(repo.root, rel, [key], reader=label)
+        mark_exposed(repo.root, rel, [key], reader=label, operator=operator_name(repo.root))
     return SharedSecret(rel, key, label, recipient, proc.stdout, outside)

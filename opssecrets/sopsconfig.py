@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from opssecrets.errors import BadInput
+from opssecrets.errors import BadInput, OpsError
 from opssecrets.keys import plugin_of_recipient
 from opssecrets.rules import CreationRule, refuse_symlink, rules_from_data
 from opssecrets.yamltree import Node, parse
@@ -753,6 +753,17 @@ class SopsConfig:
                 return group_off, self._column(age[1].start) - self._column(age[0].start)
             return group_off, 2
         return 2, 2
+
+
+def recipient_names(config_path: Path) -> dict[str, str]:
+    """age recipient -> short name (``admin_dan`` -> ``dan``) from ``.sops.yaml``'s anchors;
+    empty when the file is missing or unreadable (a symlink is refused, not read as empty)."""
+    refuse_symlink(config_path)
+    try:
+        config = SopsConfig.load(config_path)
+    except (OpsError, OSError, ValueError):
+        return {}
+    return {r.key: short_name(r.name) for r in config.recipients if r.name is not None}
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:

@@ -490,10 +490,12 @@ def test_after_remove_engineer_and_commit_no_second_data_key_rotation(repo: OpsR
 
 
 def test_reader_added_and_removed_after_the_last_data_key_rotation(repo: OpsRepo) -> None:
+    from opssecrets.git import head_commit
     from opssecrets.ledger import record_data_key_rotation
+    from opssecrets.secretfile import file_age_recipients
 
     make_platform(repo)
-    record_data_key_rotation(repo.root, SECRETS)
+    record_data_key_rotation(repo.root, SECRETS, readers=file_age_recipients(repo.root / SECRETS), head=head_commit(repo.root))
     repo.git("add", "-A")
     repo.git("commit", "-qm", "ledger")
     alice, old_file = _remove_alice(repo, commit_between=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,14 +11,9 @@ import pytest
 from conftest import AgeKey, OpsRepo
 from rotation_support import make_platform
 
-from opssecrets.ledger import (
-    LEDGER_PATH,
-    RotationLedger,
-    mark_exposed,
-    operator_name,
-    recipient_names,
-    record_data_key_rotation,
-)
+from opssecrets.identity import operator_name
+from opssecrets.ledger import LEDGER_PATH, RotationLedger, mark_exposed, record_data_key_rotation
+from opssecrets.sopsconfig import recipient_names
 
 T1 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 T2 = datetime(2026, 2, 3, 4, 5, 6, tzinfo=UTC)
@@ -40,10 +36,11 @@ def test_mark_exposed_and_record_data_key_rotation(tmp_path: Path) -> None:
     assert "secrets/other.yaml" not in data["files"]
     ledger = RotationLedger.load(tmp_path)
     assert len(ledger.files["secrets/secrets.yaml"].exposures_since_data_key_rotation()) == 3
-    record_data_key_rotation(tmp_path, "secrets/secrets.yaml", T2)
+    record_data_key_rotation(tmp_path, "secrets/secrets.yaml", T2, readers=["age1reader"], head="c0ffee")
     ledger = RotationLedger.load(tmp_path)
     file_record = ledger.files["secrets/secrets.yaml"]
     assert file_record.data_key_rotated_at == T2
+    assert file_record.data_key_readers == ["age1reader"] and file_record.data_key_head == "c0ffee"
     assert file_record.exposures_since_data_key_rotation() == []  # cut off from new values ...
     assert ledger.get("secrets/secrets.yaml", "a").exposed  # ... but still exposed until rotated
     # an exposure after the data-key rotation needs a new one
@@ -198,3 +195,23 @@ def test_add_host_replace_rotates_but_exposes_nothing_unless_compromised(repo: O
     assert set(_status(repo).values()) == {"exposed"}
     r = repo.ops("add-host", "other", "--compromised", "--ssh-host-key", new_host_key("x"))
     assert r.code == 2 and "--compromised goes with --replace" in r.err
+
+
+def test_the_ledger_is_told_who_it_does_not_look() -> None:
+    """The ledger holds data; callers pass who ran it and who reads a file. No import reaches
+    out to find them, at the top or hidden inside a function."""
+    import opssecrets.ledger
+
+    tree = ast.parse(Path(opssecrets.ledger.__file__).read_text())
+    top_level = set(tree.body)
+    reaching = {"opssecrets.identity", "opssecrets.sopsconfig", "opssecrets.git", "opssecrets.secretfile", "opssecrets.repo"}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+            names += [f"{node.module}.{a.name}" for a in node.names] if isinstance(node, ast.ImportFrom) else []
+            assert not reaching & set(names), f"ledger.py line {node.lineno} imports {names}"
+            assert node in top_level or _under_type_checking(tree, node), f"ledger.py line {node.lineno}: import inside a function"
+
+
+def _under_type_checking(tree: ast.Module, node: ast.AST) -> bool:
+    return any(isinstance(top, ast.If) and node in top.body for top in tree.body)

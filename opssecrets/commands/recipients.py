@@ -8,13 +8,16 @@ from pathlib import Path
 
 import click
 
+from opssecrets import git
 from opssecrets import recipients as edits
 from opssecrets.commands.common import current_repo, dry_run_option, json_option, say, show_plan
 from opssecrets.errors import EXIT_FINDINGS, BadInput
+from opssecrets.identity import operator_name
 from opssecrets.keys import age_key_from, parse_ssh_public_key
 from opssecrets.ledger import exposures_undone_on_failure, record_data_key_rotations, record_exposures
 from opssecrets.output import progress, render_table
 from opssecrets.repo import Repo
+from opssecrets.secretfile import file_age_recipients
 from opssecrets.sopsconfig import SopsConfig, anchor_for, check_name, short_name, write_atomic
 from opssecrets.templates import initial_config
 from opssecrets.transaction import Plan, apply, check_plugins, plan_files, repo_lock
@@ -43,10 +46,13 @@ def _change(
         if not dry_run:
             check_plugins(plan)  # before the ledger records anything
             with exposures_undone_on_failure(repo.root, plan):
-                if edit.exposed_to is not None:
-                    record_exposures(repo.root, plan, edit.exposed_to)
+                if edit.exposed_to is not None and any(change.rotate for change in plan.files):
+                    record_exposures(repo.root, plan, edit.exposed_to, operator=operator_name(repo.root))
                 apply(repo, plan, progress)
-            record_data_key_rotations(repo.root, plan)
+            rotated = [change.relpath for change in plan.files if change.rotate]
+            if rotated:
+                readers = {rel: file_age_recipients(repo.root / rel) for rel in rotated}
+                record_data_key_rotations(repo.root, plan, readers=readers, head=git.head_commit(repo.root))
     show_plan(plan, dry_run=dry_run, as_json=as_json)
     return plan, edit
 
