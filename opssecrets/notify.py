@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from opssecrets.errors import BadInput, EnvironmentProblem
 from opssecrets.policy import Notify, Policy
 from opssecrets.repo import Repo
-from opssecrets.rotation import StatusRow
+from opssecrets.status import StatusRow
 from opssecrets.verify.http import Rejected, Unreachable
 from opssecrets.verify.matrix import MatrixClient, homeserver_url
 

@@ -1,4 +1,4 @@
-"""``rotate``, ``verify`` and ``status``: thin click wiring over ``opssecrets.rotation``."""
+"""``rotate``, ``verify`` and ``status``: thin click wiring over ``opssecrets.rotation`` and ``opssecrets.status``."""
 
 from __future__ import annotations
 
@@ -13,18 +13,16 @@ from opssecrets.paths import LEDGER_PATH
 from opssecrets.policy import Policy, load_policy
 from opssecrets.repo import Repo
 from opssecrets.rotation import (
-    STATES,
-    StatusRow,
     Target,
     VerifyOptions,
     current_value,
     generate_value,
     resolve_target,
     rotate_secret,
-    status_rows,
     strip_one_newline,
     verify_current,
 )
+from opssecrets.status import STATES, StatusRow, status_rows
 
 EXIT_CODES = (
     "Exit codes: 0 done; 1 (verify) the service refused the current value, (status --strict) something is "
