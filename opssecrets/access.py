@@ -6,8 +6,8 @@ from typing import Any
 
 from opssecrets.repo import Repo
 from opssecrets.rules import matching_rule
+from opssecrets.secretfile import drift
 from opssecrets.sopsconfig import SopsConfig
-from opssecrets.transaction import drifts
 
 
 def file_access(repo: Repo, config: SopsConfig, only: list[str] | None = None) -> list[dict[str, Any]]:
@@ -27,7 +27,7 @@ def file_access(repo: Repo, config: SopsConfig, only: list[str] | None = None) -
                 "rule": rule.index + 1,
                 "should_read": should,
                 "can_read": can,
-                "differs": drifts(rule, secret),
+                "differs": drift(rule, secret.metadata) is not None,
                 "missing": sorted(config.label_for_key(k) for k in wanted - have),
                 "extra": sorted(config.label_for_key(k) for k in have - wanted),
             }

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from opssecrets.rules import POLICY_KEYS
+from opssecrets.rules import POLICY_KEYS, CreationRule
 from opssecrets.yamllimits import safe_load
 
 FORMATS = {".yaml": "yaml", ".yml": "yaml", ".json": "json", ".env": "dotenv", ".ini": "ini"}
@@ -342,6 +342,41 @@ def file_age_recipients(path: Path) -> list[str] | None:
         return sorted(read_secret_file(path).metadata.age_recipients)
     except NotASopsFile:
         return None
+
+
+def rule_groups(rule: CreationRule) -> tuple[frozenset[str], ...]:
+    """A rule's age recipients, key group by key group (no ``key_groups``: one group)."""
+    return tuple(frozenset(group.age) for group in rule.groups)
+
+
+def file_groups(metadata: SopsMetadata) -> tuple[frozenset[str], ...]:
+    """A sops file's age recipients, key group by key group, as its metadata lists them."""
+    return tuple(frozenset(group.age) for group in metadata.groups)
+
+
+@dataclass(frozen=True)
+class Drift:
+    """How a file's age recipients differ from its rule's."""
+
+    missing: tuple[str, ...]  # the rule names them, the file lists them in no group
+    extra: tuple[str, ...]  # the file lists them, the rule names them in no group
+
+    @property
+    def regrouped(self) -> bool:
+        """The same recipients, split differently across key groups."""
+        return not self.missing and not self.extra
+
+
+def drift(rule: CreationRule, metadata: SopsMetadata) -> Drift | None:
+    """None when the file's age recipients are its rule's, key group by key group; else how they
+    differ. Compared per group because sops needs a key from every group to decrypt: the same
+    recipients split differently let different people read. The one answer for ``access``,
+    ``reencrypt`` and the guard."""
+    wanted, have = rule_groups(rule), file_groups(metadata)
+    if wanted == have:
+        return None
+    flat_wanted, flat_have = frozenset().union(*wanted), frozenset().union(*have)
+    return Drift(missing=tuple(sorted(flat_wanted - flat_have)), extra=tuple(sorted(flat_have - flat_wanted)))
 
 
 def looks_like_sops_file(head: bytes) -> bool:

@@ -38,8 +38,8 @@ from opssecrets.paths import (
     STAGE_PREFIX,
 )
 from opssecrets.repo import Repo
-from opssecrets.rules import CreationRule, matching_rule
-from opssecrets.secretfile import SecretFile
+from opssecrets.rules import matching_rule
+from opssecrets.secretfile import drift, file_groups, rule_groups
 from opssecrets.sopsconfig import SopsConfig, write_atomic
 
 
@@ -88,19 +88,6 @@ def _clear_stale_stages(repo: Repo) -> None:
     for leftover in temps:
         with contextlib.suppress(OSError):
             leftover.unlink()
-
-
-def recipient_groups(rule: CreationRule) -> tuple[frozenset[str], ...]:
-    return tuple(frozenset(group.age) for group in rule.groups)
-
-
-def file_groups(secret: SecretFile) -> tuple[frozenset[str], ...]:
-    return tuple(frozenset(group.age) for group in secret.metadata.groups)
-
-
-def drifts(rule: CreationRule, secret: SecretFile) -> bool:
-    """Whether the file's age recipients (group by group) differ from what its rule says."""
-    return recipient_groups(rule) != file_groups(secret)
 
 
 @dataclass
@@ -173,9 +160,9 @@ def plan_files(
             continue
         # a removed key only counts where it loses access: it may still read other rules
         holds_removed = bool(removed & (secret.metadata.age_recipients - set(rule_after.age_recipients)))
-        changed_rule = rule_before is None or recipient_groups(rule_before) != recipient_groups(rule_after)
-        drift = drifts(rule_after, secret)
-        if not holds_removed and not (drift and (changed_rule or include_unrelated_drift)):
+        changed_rule = rule_before is None or rule_groups(rule_before) != rule_groups(rule_after)
+        drifts = drift(rule_after, secret.metadata) is not None
+        if not holds_removed and not (drifts and (changed_rule or include_unrelated_drift)):
             continue
         wanted = set(rule_after.age_recipients)
         have = set(secret.metadata.age_recipients)
@@ -183,7 +170,7 @@ def plan_files(
         # after the rotation drops them, updatekeys is needed only if the file still differs
         # (and must not run when it does not: an operator who removed their own key can no
         # longer open the file)
-        still_drifts = recipient_groups(rule_after) != tuple(group - drop for group in file_groups(secret))
+        still_drifts = rule_groups(rule_after) != tuple(group - drop for group in file_groups(secret.metadata))
         changes.append(
             FileChange(
                 relpath=rel,

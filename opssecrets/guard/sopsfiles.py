@@ -19,7 +19,16 @@ from opssecrets.errors import BadInput
 from opssecrets.guard.findings import Finding
 from opssecrets.paths import CONFIG_NAME
 from opssecrets.rules import CreationRule, matching_rule, rules_from_data
-from opssecrets.secretfile import NotASopsFile, SopsMetadata, file_format, flat_entries, metadata_from, other_format, parse_tree
+from opssecrets.secretfile import (
+    NotASopsFile,
+    SopsMetadata,
+    drift,
+    file_format,
+    flat_entries,
+    metadata_from,
+    other_format,
+    parse_tree,
+)
 
 DEFAULT_UNENCRYPTED_SUFFIX = "_unencrypted"
 
@@ -294,20 +303,20 @@ def _short(recipient: str) -> str:
 
 
 def recipient_drift(rel: str, metadata: SopsMetadata, rule: CreationRule) -> Finding | None:
-    """A finding when a file's age recipients differ from those its rule lists now."""
+    """A finding when a file's age recipients differ from those its rule lists now (``drift``:
+    key group by key group, as ``access`` and ``reencrypt`` compare)."""
     if not rule.has_recipients:
         return None
-    wanted = frozenset(rule.age_recipients)
-    have = metadata.age_recipients
-    if wanted == have:
+    found = drift(rule, metadata)
+    if found is None:
         return None
-    missing = sorted(wanted - have)
-    extra = sorted(have - wanted)
     parts = []
-    if missing:
-        parts.append("not readable by " + ", ".join(_short(r) for r in missing))
-    if extra:
-        parts.append("still readable by " + ", ".join(_short(r) for r in extra))
+    if found.missing:
+        parts.append("not readable by " + ", ".join(_short(r) for r in found.missing))
+    if found.extra:
+        parts.append("still readable by " + ", ".join(_short(r) for r in found.extra))
+    if found.regrouped:
+        parts.append("the same recipients split differently across key groups (sops needs a key from each group)")
     return Finding(
         rel,
         None,
