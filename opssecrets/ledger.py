@@ -296,8 +296,8 @@ def mark_exposed(
 ) -> None:
     """Record that ``reader`` (a removed or compromised recipient) could read ``keys`` of ``file``.
 
-    Called by ``remove-engineer``, ``revoke``, ``remove-host`` and ``add-host --replace
-    --compromised``. ``file`` is relative to ``root`` (posix). Each key stays exposed until it is
+    Called by ``share --outside-rule`` (the recipient commands use ``record_exposures``).
+    ``file`` is relative to ``root`` (posix). Each key stays exposed until it is
     rotated; ``opssecrets rotate`` also rotates the file's data key first if it was not
     rotated since. ``operator`` is who marked it (``identity.operator_name``), recorded as given.
     """
