@@ -319,8 +319,9 @@ class Sops:
     def at(
         cls, root: Path, config: Path, identity_env: Mapping[str, str] | None = None, *, env: Mapping[str, str] | None = None
     ) -> Sops:
-        """The sops found on this machine (:func:`find_sops`), bound to ``root`` and ``config``."""
-        return cls(find_sops(), root, config, dict(identity_env or {}), env)
+        """The sops found on this machine (:func:`find_sops`), bound to ``root`` and ``config``.
+        ``identity_env`` is kept as given, not copied: the operator's is resolved lazily, at the first call."""
+        return cls(find_sops(), root, config, {} if identity_env is None else identity_env, env)
 
     def _call(
         self,
