@@ -99,7 +99,9 @@ def side_doors(source: str) -> list[str]:
         where = f"line {getattr(node, 'lineno', '?')}: "
         if isinstance(node, ast.Call):
             func = node.func
-            through_module = isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id in sops_modules
+            through_module = isinstance(func, ast.Attribute) and (
+                (isinstance(func.value, ast.Name) and func.value.id in sops_modules) or ast.unparse(func.value) == "opssecrets.sops"
+            )
             is_run = (isinstance(func, ast.Name) and func.id in run_names) or (through_module and func.attr == "run")
             if is_run:
                 first = node.args[0] if node.args else None
@@ -111,10 +113,12 @@ def side_doors(source: str) -> list[str]:
                 found.append(f"{where}{ast.unparse(func)}() naming sops")
             elif isinstance(func, ast.Attribute) and func.attr == "which" and _names_sops(node):
                 found.append(f"{where}shutil.which('sops')")
-        if isinstance(node, (ast.Name, ast.alias)):
-            name = node.id if isinstance(node, ast.Name) else node.name
-            if name == "find_sops":
-                found.append(f"{where}find_sops")
+        if (
+            (isinstance(node, ast.Name) and node.id == "find_sops")
+            or (isinstance(node, ast.alias) and node.name == "find_sops")
+            or (isinstance(node, ast.Attribute) and node.attr == "find_sops")
+        ):
+            found.append(f"{where}find_sops")
     return found
 
 
@@ -176,6 +180,8 @@ def test_the_entrance_itself_is_found() -> None:
         "import os\nos.system('/usr/bin/sops decrypt a.yaml')",
         "import shutil\npath = shutil.which('sops')",
         "from opssecrets.sops import find_sops\npath = find_sops().path",
+        "import opssecrets.sops\nopssecrets.sops.run(binary, ('decrypt', 'a.yaml'), cwd=root)",
+        "from opssecrets import sops\nbinary = sops.find_sops()",
     ],
 )
 def test_a_side_door_is_refused(source: str) -> None:
