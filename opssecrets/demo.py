@@ -26,7 +26,7 @@ from opssecrets.errors import BadInput, ToolFailed
 from opssecrets.git import git_env
 from opssecrets.identity import USER_IDENTITY_VARS, identity_from_openssh, keys_txt, write_private_file
 from opssecrets.keys import generate_identity, parse_ssh_public_key, recipient_for_identity
-from opssecrets.sops import RECIPIENT_ENV_VARS, find_sops, run, stderr_summary
+from opssecrets.sops import RECIPIENT_ENV_VARS, Sops, stderr_summary
 
 ADMIN = "dan"
 ENGINEER = "alice"
@@ -154,32 +154,13 @@ def _yaml_quote(value: str) -> str:
 
 def encrypt_new(demo: DemoRepo, rel: str, plaintext: str) -> None:
     """Encrypt a new file with the real sops: the plaintext goes in on stdin, never to disk."""
-    sops = find_sops()
+    sops = Sops.at(demo.root, demo.root / ".sops.yaml", env=child_env(demo, ADMIN))
     path = demo.root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
-    proc = run(
-        sops,
-        (
-            "--config",
-            str(demo.root / ".sops.yaml"),
-            "encrypt",
-            "--filename-override",
-            rel,
-            "--input-type",
-            "yaml",
-            "--output-type",
-            "yaml",
-            "/dev/stdin",
-        ),
-        cwd=demo.root,
-        stdin=plaintext.encode(),
-        env=child_env(demo, ADMIN),
-    )
-    if proc.returncode != 0:
-        raise ToolFailed(f"sops could not encrypt the demo's {rel}: {stderr_summary(proc.stderr)}", stderr_summary(proc.stderr))
+    ciphertext = sops.encrypt(rel, plaintext.encode(), "yaml")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:
-        handle.write(proc.stdout)
+        handle.write(ciphertext)
 
 
 def _values_yaml(values: dict[str, str]) -> str:

@@ -29,7 +29,7 @@ from opssecrets.keys import plugin_of_recipient
 from opssecrets.plugins import PROGRAM_PREFIX, plugins_on_path
 from opssecrets.repo import Repo
 from opssecrets.rules import CreationRule, load_rules_fast, matching_rule, relative_to_config
-from opssecrets.sops import AGE_FLOOR, SOPS_FLOOR, Binary, Sops, find_age, find_sops, safe_path, stderr_summary
+from opssecrets.sops import AGE_FLOOR, SOPS_FLOOR, Binary, Sops, find_age, find_sops
 
 
 @dataclass(frozen=True)
@@ -191,10 +191,8 @@ def _file_access(
     rule = matching_rule(rules, relative_to_config(repo.root, repo.root / rel)) if rules else None
     in_rule = (bool(rule and set(recipients) & set(rule.age_recipients))) if known else None
     wrapped = bool(set(recipients) & wrapped_for) if known else None
-    proc = sops.call(("decrypt", safe_path(rel)), discard_stdout=True)  # access proven; values never read
-    decrypts = proc.returncode == 0
-    why = "" if decrypts else stderr_summary(proc.stderr, 160)
-    del proc  # the plaintext: never kept, never shown
+    access = sops.can_decrypt(rel)  # access proven; values never read
+    decrypts, why = access.opens, access.why
     if decrypts:
         return FileAccess(rel, in_rule, wrapped, True, "ok")
     if wrapped:

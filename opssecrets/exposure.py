@@ -33,7 +33,7 @@ from opssecrets.errors import BadInput, EnvironmentProblem, NoIdentity, OpsError
 from opssecrets.paths import CONFIG_NAME, EXPOSURE_FINDINGS
 from opssecrets.repo import Repo
 from opssecrets.secretfile import NotASopsFile, SecretFile, file_format, iter_leaves, looks_like_sops_file, parse_tree, read_secret_file
-from opssecrets.sops import Sops, child_env, classify_sops_failure, find_age, run, stderr_summary
+from opssecrets.sops import Sops, child_env, find_age, run, stderr_summary
 
 HOW_VALUE = "same value"
 HOW_DATA_KEY = "same data key"
@@ -216,11 +216,9 @@ def _sops_blob(blob: str, path: str, data: bytes) -> SopsBlob | None:
 
 def _decrypt_values(sops: Sops, path: str, data: bytes) -> dict[str, bytes]:
     fmt = file_format(path)
-    proc = sops.call(("decrypt", "--input-type", fmt, "--output-type", "json", "/dev/stdin"), stdin=data)
-    if proc.returncode != 0:
-        raise classify_sops_failure(proc, "decrypt", path)
+    plaintext = sops.decrypt_data(data, fmt, name=path)
     try:
-        tree = json.loads(proc.stdout)
+        tree = json.loads(plaintext)
     except ValueError:
         return {}
     values: dict[str, bytes] = {}

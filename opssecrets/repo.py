@@ -11,7 +11,7 @@ from opssecrets import git, paths
 from opssecrets.errors import BadInput
 from opssecrets.paths import CONFIG_NAME
 from opssecrets.secretfile import NotASopsFile, SecretFile, looks_like_sops_file, read_secret_file
-from opssecrets.sops import Sops, find_sops
+from opssecrets.sops import Sops
 
 _SKIP_DIRS = {".git", ".opssecrets", "node_modules", "result", ".direnv", "__pycache__", ".venv"}
 
@@ -47,7 +47,7 @@ class Repo:
     def sops(self) -> Sops:
         from opssecrets.identity import identity_env
 
-        return Sops(find_sops(), self.root, self.config_path, identity_env())
+        return Sops.at(self.root, self.config_path, identity_env())
 
     @property
     def state_dir(self) -> Path:

@@ -3,6 +3,8 @@
 Every child process goes through :func:`run`: an argument tuple (never a shell), an
 explicit environment with the recipient variables removed (they make sops ignore
 ``.sops.yaml``), a timeout, stdin for anything secret, and stderr captured for the error.
+sops itself is run only by the public methods of :class:`Sops` (``tests/test_sops_entrance.py``
+finds any other door); other modules use :func:`run` for age alone.
 """
 
 from __future__ import annotations
@@ -136,15 +138,16 @@ def find_age() -> Binary:
 PRIVATE_ENV_VARS = ("SSH_TO_AGE_PASSPHRASE",)
 
 
-def _base_env() -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if key not in RECIPIENT_ENV_VARS and key not in PRIVATE_ENV_VARS}
+def _base_env(source: Mapping[str, str] | None = None) -> dict[str, str]:
+    start = os.environ if source is None else source
+    env = {key: value for key, value in start.items() if key not in RECIPIENT_ENV_VARS and key not in PRIVATE_ENV_VARS}
     env["SOPS_DISABLE_VERSION_CHECK"] = "1"
     return env
 
 
-def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment for a sops/age child: ours, minus recipient variables, plus ``extra``."""
-    env = _base_env()
+def child_env(extra: Mapping[str, str] | None = None, *, source: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for a sops/age child: ours (or ``source``), minus recipient variables, plus ``extra``."""
+    env = _base_env(source)
     if extra:
         env.update(extra)
     return env
@@ -288,19 +291,39 @@ def index_for_key(key: str) -> str:
 
 
 @dataclass(frozen=True)
+class Decryptable:
+    """Whether an identity opens a file, and if not sops' reason (one line, never a value)."""
+
+    opens: bool
+    why: str = ""
+
+
+@dataclass(frozen=True)
 class Sops:
     """sops bound to one repository: run from its root with its ``.sops.yaml`` named explicitly.
 
-    ``identity_env`` is added to the child's environment for calls that decrypt; it is the
-    only way an identity reaches sops (never a file we write, never argv).
+    The public methods are the only way opssecrets runs sops. ``identity_env`` is added to
+    the child's environment for calls that decrypt; it is the only way an identity reaches
+    sops (never a file we write, never argv). ``env``, when given, is the environment the
+    child starts from instead of ours (the demo's, pointing at its own keys); recipient
+    variables are removed from it all the same.
     """
 
     binary: Binary
     root: Path
     config: Path
     identity_env: Mapping[str, str]
+    env: Mapping[str, str] | None = None
 
-    def call(
+    @classmethod
+    def at(
+        cls, root: Path, config: Path, identity_env: Mapping[str, str] | None = None, *, env: Mapping[str, str] | None = None
+    ) -> Sops:
+        """The sops found on this machine (:func:`find_sops`), bound to ``root`` and ``config``.
+        ``identity_env`` is kept as given, not copied: the operator's is resolved lazily, at the first call."""
+        return cls(find_sops(), root, config, {} if identity_env is None else identity_env, env)
+
+    def _call(
         self,
         args: Sequence[str],
         *,
@@ -319,7 +342,7 @@ class Sops:
             ("--config", str(config or self.config), *args),
             cwd=cwd or self.root,
             stdin=stdin,
-            env=child_env(self.identity_env),
+            env=child_env(self.identity_env, source=self.env),
             timeout=timeout,
             redact=redact,
             discard_stdout=discard_stdout,
@@ -328,16 +351,48 @@ class Sops:
 
     def decrypt(self, relpath: str) -> bytes:
         """The whole plaintext of a file (for checks that must see values; never logged)."""
-        proc = self.call(("decrypt", safe_path(relpath)))
+        proc = self._call(("decrypt", safe_path(relpath)))
         if proc.returncode != 0:
             raise classify_sops_failure(proc, "decrypt", relpath)
         return proc.stdout
 
-    def extract(self, relpath: str, key: str) -> bytes:
-        """One value, raw, as ``sops decrypt --extract`` prints it."""
-        proc = self.call(("decrypt", "--extract", index_for_key(key), safe_path(relpath)))
+    def decrypt_data(self, data: bytes, fmt: str, *, name: str, config: Path | None = None) -> bytes:
+        """The plaintext, as JSON, of a sops file held in memory (a git blob, one side of a
+        diff): it goes in on stdin, so neither it nor its plaintext touches the disk. ``fmt``
+        is its sops format; ``name`` is the file for the error."""
+        args = ("decrypt", "--input-type", fmt, "--output-type", "json", "/dev/stdin")
+        proc = self._call(args, stdin=data, config=config, name=name)
         if proc.returncode != 0:
-            raise classify_sops_failure(proc, "decrypt", relpath)
+            raise classify_sops_failure(proc, "decrypt", name)
+        return proc.stdout
+
+    def can_decrypt(self, relpath: str) -> Decryptable:
+        """Does this identity open ``relpath``? The plaintext goes to /dev/null: access is
+        proven without a value ever entering this process."""
+        proc = self._call(("decrypt", safe_path(relpath)), discard_stdout=True)
+        if proc.returncode == 0:
+            return Decryptable(True)
+        return Decryptable(False, stderr_summary(proc.stderr, 160))
+
+    def extract(
+        self, relpath: str, key: str, *, cwd: Path | None = None, redact: Sequence[bytes] = (), name: str | None = None
+    ) -> bytes:
+        """One value, raw, as ``sops decrypt --extract`` prints it. ``redact`` lists values the
+        caller holds (a new value being checked) scrubbed from sops' stderr, so an error never
+        carries them; ``cwd`` and ``name`` for a staged copy (its folder, its repository path)."""
+        args = ("decrypt", "--extract", index_for_key(key), safe_path(relpath))
+        proc = self._call(args, cwd=cwd, redact=redact, name=name)
+        if proc.returncode != 0:
+            raise classify_sops_failure(proc, "decrypt", name or relpath)
+        return proc.stdout
+
+    def encrypt(self, relpath: str, plaintext: bytes, fmt: str) -> bytes:
+        """The ciphertext of a new file: ``plaintext`` goes in on stdin, never to disk;
+        ``relpath`` picks the creation rule (and so the recipients). The caller writes the result."""
+        args = ("encrypt", "--filename-override", relpath, "--input-type", fmt, "--output-type", fmt, "/dev/stdin")
+        proc = self._call(args, stdin=plaintext, name=relpath)
+        if proc.returncode != 0:
+            raise classify_sops_failure(proc, "encrypt", relpath)
         return proc.stdout
 
     def updatekeys(self, relpaths: Sequence[str], *, cwd: Path, config: Path, type_args: Sequence[str] = ()) -> None:
@@ -347,7 +402,7 @@ class Sops:
         if not relpaths:
             return
         args = ("updatekeys", "-y", *type_args[:2], *map(safe_path, relpaths))
-        proc = self.call(args, cwd=cwd, config=config, timeout=DEFAULT_TIMEOUT + len(relpaths))
+        proc = self._call(args, cwd=cwd, config=config, timeout=DEFAULT_TIMEOUT + len(relpaths))
         if proc.returncode != 0:
             failed = failed_updatekeys_file(proc.stderr)
             if failed is None:
@@ -370,12 +425,14 @@ class Sops:
         the age recipients in ``remove`` (dropped from the file's own metadata, so this works
         on files no creation rule covers). ``name`` is the file as the user knows it, for errors."""
         drop = ("--rm-age", ",".join(remove)) if remove else ()
-        proc = self.call(("rotate", "-i", *drop, *type_args, safe_path(relpath)), cwd=cwd, config=config, name=name)
+        proc = self._call(("rotate", "-i", *drop, *type_args, safe_path(relpath)), cwd=cwd, config=config, name=name)
         if proc.returncode != 0:
             raise classify_sops_failure(proc, "rotate", name or relpath)
 
 
-_FLAGS_WITH_VALUES = frozenset({"--input-type", "--output-type", "--rm-age", "--add-age", "--config", "--extract"})
+_FLAGS_WITH_VALUES = frozenset(
+    {"--input-type", "--output-type", "--rm-age", "--add-age", "--config", "--extract", "--filename-override"}
+)
 
 
 def _step(args: Sequence[str], name: str | None) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 
 from opssecrets.errors import OpsError
 from opssecrets.secretfile import NotASopsFile, SopsMetadata, file_format, iter_leaves, metadata_from, parse_tree
-from opssecrets.sops import Sops, classify_sops_failure
+from opssecrets.sops import Sops
 
 NOT_COMPARED = "values could not be compared"
 
@@ -65,20 +65,16 @@ def sops_decryptor(sops: Sops) -> Decrypt:
 
     def decrypt(side: SopsSide) -> dict[str, Any] | str:
         config = sops.config if sops.config.is_file() else Path("/dev/null")
-        args = ("decrypt", "--input-type", side.format, "--output-type", "json", "/dev/stdin")
         try:
-            proc = sops.call(args, stdin=side.data, config=config)
+            plaintext = sops.decrypt_data(side.data, side.format, name="the file", config=config)
         except OpsError as exc:
             return exc.message
-        if proc.returncode != 0:
-            failure = classify_sops_failure(proc, "decrypt", "the file")
-            return failure.message if isinstance(failure, OpsError) else "sops could not decrypt it"
         try:
-            plain = json.loads(proc.stdout)
+            plain = json.loads(plaintext)
         except ValueError:
             return "sops printed something that is not JSON"
         finally:
-            del proc
+            del plaintext
         return dict(iter_leaves(plain))
 
     return decrypt

@@ -323,6 +323,38 @@ def test_failed_rotation_leaves_no_temp_file_and_changes_nothing(
     assert_promises_held(recorder, [result], isolated_home)
 
 
+ECHOING_SOPS = """#!/bin/sh
+# sops, except that reading the new value back from the rotation's staged copy fails and
+# prints what it read to stderr
+case "$(pwd)" in
+  */rotate-*) for arg in "$@"; do
+    if [ "$arg" = "--extract" ]; then echo "sops: could not read back $({real} "$@")" >&2; exit 1; fi
+  done;;
+esac
+exec {real} "$@"
+"""
+
+
+def test_a_failed_read_back_names_the_step_and_not_the_new_value(
+    platform: Platform, slack: FakeService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check after `sops set` reads the new value back; if sops fails and its stderr holds
+    that value, the one-line error shows [redacted] in its place."""
+    (tmp_path / "echoing").mkdir()
+    wrapper = tmp_path / "echoing" / "sops"
+    wrapper.write_text(ECHOING_SOPS.format(real=find_sops().path))
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("OPSSECRETS_SOPS", str(wrapper))
+    new = slack_bot()
+    slack.valid.add(new)
+    before = platform.repo.snapshot()
+    result = platform.repo.ops("rotate", "slack-bot-token", "--stdin", stdin=new + "\n")
+    assert result.code == 4, result
+    assert "sops decrypt secrets/secrets.yaml failed" in result.err and "could not read back [redacted]" in result.err, result
+    assert new not in result.out + result.err
+    assert platform.repo.snapshot() == before
+
+
 FAILING_AGE = """#!/bin/sh
 # age, except that encrypting fails after the value was read from stdin
 case "$1" in --version) exec {real} "$@";; esac
