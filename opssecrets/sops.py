@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -373,6 +374,26 @@ class Sops:
         proc = self.call(("rotate", "-i", *drop, *type_args, safe_path(relpath)), cwd=cwd, config=config, name=name)
         if proc.returncode != 0:
             raise classify_sops_failure(proc, "rotate", name or relpath)
+
+    def set_value(self, relpath: str, key: str, value: str, *, cwd: Path, config: Path | None = None, name: str | None = None) -> None:
+        """Set ``key`` (nested with '/') to ``value`` in place and read it back. The value
+        reaches sops only on stdin and is scrubbed from any stderr kept; ``name`` is the file
+        as the user knows it, for errors."""
+        shown = name or relpath
+        payload = encode_set_value(value)
+        secret_bytes = [value.encode("utf-8"), payload]
+        index = index_for_key(key)
+        path = safe_path(relpath)
+        proc = self.call(
+            ("set", "--value-stdin", path, index), cwd=cwd, config=config, stdin=payload, redact=secret_bytes, name=name
+        )
+        if proc.returncode != 0:
+            raise classify_sops_failure(proc, "set", shown)
+        check = self.call(("decrypt", "--extract", index, path), cwd=cwd, config=config, redact=secret_bytes, name=name)
+        if check.returncode != 0:
+            raise classify_sops_failure(check, "decrypt", shown)
+        if not secrets.compare_digest(check.stdout, value.encode("utf-8")):
+            raise ToolFailed(f"sops set {shown}: reading {key} back did not give the new value; nothing was changed")
 
 
 _FLAGS_WITH_VALUES = frozenset({"--input-type", "--output-type", "--rm-age", "--add-age", "--config", "--extract"})

@@ -116,8 +116,7 @@ def test_file_mode_is_kept_and_no_plaintext_or_staging_left(platform: Platform) 
     assert r.code == 0, r
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
     assert "ops@clarun.example" not in path.read_text()
-    staging = platform.root / ".git/opssecrets/staging"
-    assert not staging.exists() or list(staging.iterdir()) == []
+    assert list((platform.root / ".git/opssecrets").glob("stage-*")) == []
     assert [p.name for p in path.parent.iterdir()] == ["secrets.yaml"]
 
 
@@ -516,7 +515,7 @@ def test_refused_while_another_run_changes_the_repository(platform: Platform) ->
 
 
 def test_stale_staging_from_a_killed_run_is_removed(platform: Platform) -> None:
-    stale = platform.root / ".git/opssecrets/staging/rotate-killed"
+    stale = platform.root / ".git/opssecrets/stage-killed"
     stale.mkdir(parents=True)
     (stale / "secrets.yaml").write_bytes((platform.root / SECRETS).read_bytes())
     assert platform.repo.ops("rotate", "acme-email", "--stdin", stdin="new@clarun.example").code == 0
