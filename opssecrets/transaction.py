@@ -27,6 +27,7 @@ from pathlib import Path
 
 from opssecrets import fsio
 from opssecrets.errors import BadInput, EnvironmentProblem, Interrupted, OpsError, environment_fault
+from opssecrets.ledger import ledger_lock
 from opssecrets.paths import CHANGE_LOCK, CONFIG_NAME, ROTATION_PENDING, STAGE_PREFIX
 from opssecrets.repo import Repo
 from opssecrets.rules import CreationRule, matching_rule
@@ -57,12 +58,15 @@ def repo_lock(repo: Repo) -> Iterator[None]:
 def _clear_stale(repo: Repo) -> None:
     """What a killed run leaves behind, removed under the lock (so no live run owns it):
     staging folders (ciphertext copies only) and the temp files of an unfinished
-    ``.sops.yaml`` write or rotation pending note. (The ledger's temp file is the ledger
-    lock's to remove: a ledger write holds only that lock.)"""
+    ``.sops.yaml`` write or rotation pending note. A ledger save's temp file is the ledger
+    lock's to remove (``share`` saves the ledger without this lock): taking that lock for a
+    moment removes it, so a run that never saves the ledger still leaves none behind."""
     fsio.remove_leftovers(
         writes=[repo.config_path, repo.state_dir / ROTATION_PENDING],
         folders=repo.state_dir.glob(f"{STAGE_PREFIX}*"),
     )
+    with ledger_lock(repo.root):
+        pass
 
 
 def recipient_groups(rule: CreationRule) -> tuple[frozenset[str], ...]:
