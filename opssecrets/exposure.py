@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from opssecrets import git
+from opssecrets import fsio, git
 from opssecrets.errors import BadInput, EnvironmentProblem, NoIdentity, OpsError
 from opssecrets.paths import CONFIG_NAME, EXPOSURE_FINDINGS
 from opssecrets.repo import Repo
@@ -529,11 +529,8 @@ def save_for_status(repo: Repo, report: ExposureReport) -> None:
         )
     state = repo.state_dir
     state.mkdir(parents=True, exist_ok=True)
-    tmp = state / (EXPOSURE_FINDINGS + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump({"version": 1, "exposures": entries}, handle, indent=1, sort_keys=True)
-    os.replace(tmp, state / EXPOSURE_FINDINGS)
+    findings = json.dumps({"version": 1, "exposures": entries}, indent=1, sort_keys=True)
+    fsio.write_atomic(state / EXPOSURE_FINDINGS, findings.encode("utf-8"))
 
 
 def _saved_entries(repo: Repo, relpath: str, file_tree: Mapping[str, Any], path: Path) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ import os
 import secrets
 from pathlib import Path
 
+from opssecrets import fsio
 from opssecrets.paths import FINGERPRINT_KEY
 
 KEY_ENV = "OPSSECRETS_FINGERPRINT_KEY"
@@ -39,13 +40,11 @@ def fingerprint_key(state_dir: Path) -> bytes | None:
         return None
     try:
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    except FileExistsError:  # another run made it first: use theirs
+        fsio.create_private(path, (secrets.token_hex(_MIN_KEY) + "\n").encode("ascii"))
+    except FileExistsError:  # another run made it first (or a symlink is there): use theirs
         return _read_or_none(path)
     except OSError:
         return None
-    with os.fdopen(fd, "w", encoding="ascii") as handle:
-        handle.write(secrets.token_hex(_MIN_KEY) + "\n")
     return _read_or_none(path)
 
 

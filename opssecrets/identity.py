@@ -31,6 +31,7 @@ from datetime import UTC
 from pathlib import Path
 from typing import Any
 
+from opssecrets import fsio
 from opssecrets.errors import BadInput, EnvironmentProblem
 from opssecrets.keys import (
     ed25519_seed_to_x25519_private,
@@ -208,13 +209,11 @@ def write_private_file(path: Path, content: str) -> None:
     """Create ``path`` with mode 0600 (never replacing an existing file) holding ``content``."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fsio.create_private(path, content.encode("utf-8"))
     except FileExistsError as exc:
         raise BadInput(f"{path} already exists; choose another file or move it away first") from exc
     except OSError as exc:
         raise EnvironmentProblem(f"cannot create {path}: {exc.strerror}; choose a writable location") from exc
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(content)
     os.chmod(path, 0o600)  # in case a umask or an odd filesystem widened it
 
 

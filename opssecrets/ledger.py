@@ -39,11 +39,8 @@ Writes are atomic (temp file + rename) under a lock, with keys sorted so diffs s
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -53,8 +50,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from opssecrets.transaction import Plan
 
+from opssecrets import fsio
 from opssecrets.errors import BadInput
-from opssecrets.paths import LEDGER_LOCK, LEDGER_PATH, LEDGER_TEMP_PREFIX, state_dir
+from opssecrets.paths import LEDGER_LOCK, LEDGER_PATH, state_dir
 
 LEDGER_VERSION = 1
 
@@ -211,7 +209,7 @@ class RotationLedger:
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        _write_bytes_atomic(self.path, self.render().encode("utf-8"))
+        fsio.write_atomic(self.path, self.render().encode("utf-8"), 0o644)
 
 
 def _files_from_json(data: Any) -> dict[str, FileRecord]:
@@ -252,16 +250,10 @@ def ledger_lock(root: Path) -> Iterator[None]:
     """Serialise read-modify-write of the ledger between concurrent opssecrets runs."""
     folder = state_dir(root)
     folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / LEDGER_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with fsio.locked(folder / LEDGER_LOCK, wait=True):
         # a run killed inside save() leaves its temp file; under the lock nobody else owns one
-        for leftover in (root / LEDGER_PATH).parent.glob(f"{LEDGER_TEMP_PREFIX}*.tmp"):
-            with contextlib.suppress(OSError):
-                leftover.unlink()
+        fsio.remove_leftovers(writes=[root / LEDGER_PATH])
         yield
-    finally:
-        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -351,7 +343,7 @@ def exposures_undone_on_failure(root: Path, plan: Plan) -> Iterator[None]:
                 if saved is None:
                     path.unlink(missing_ok=True)
                 else:
-                    _write_bytes_atomic(path, saved)
+                    fsio.write_atomic(path, saved, 0o644)
         raise
 
 
@@ -360,21 +352,6 @@ def _digest(path: Path) -> bytes | None:
         return hashlib.sha256(path.read_bytes()).digest()
     except OSError:
         return None
-
-
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=LEDGER_TEMP_PREFIX, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def record_data_key_rotations(

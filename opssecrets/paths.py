@@ -15,16 +15,12 @@ from opssecrets import git
 
 CONFIG_NAME = ".sops.yaml"
 LEDGER_PATH = ".opssecrets/ledger.json"
-LEDGER_TEMP_PREFIX = ".ledger-"  # a save's temp file (``.ledger-*.tmp``), next to the ledger
 
 # in the state folder
 CHANGE_LOCK = "lock"
 LEDGER_LOCK = "ledger.lock"
-STAGE_PREFIX = "stage-"  # transaction.apply's copies (ciphertext only)
-ROTATE_STAGING = "staging"  # rotation's folder for its ``rotate-*`` copies
-ROTATE_STAGE_PREFIX = "rotate-"
+STAGE_PREFIX = "stage-"  # transaction.apply's copies (ciphertext only), for every changing command
 ROTATION_PENDING = "rotation-pending.json"
-PENDING_TEMP_PREFIX = ".pending-"
 FINGERPRINT_KEY = "fingerprint.key"
 EXPOSURE_FINDINGS = "exposure.json"
 

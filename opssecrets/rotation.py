@@ -2,8 +2,9 @@
 sops, record it in the ledger, and say what to do next. Also ``verify``.
 
 A value only ever lives in memory and reaches sops through stdin. The file is changed by
-running sops on a copy in a private staging folder (ciphertext only, mode 0600) and renaming
-the result over the original, so any failure leaves the original byte-identical.
+``transaction.apply`` like any other change (a ``sops set`` step on a 0600 ciphertext copy in
+its staging folder, renamed over the original), so any failure leaves the original
+byte-identical.
 """
 
 from __future__ import annotations
@@ -13,25 +14,22 @@ import json
 import os
 import re
 import secrets
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from opssecrets import git
-from opssecrets.errors import BadInput, EnvironmentProblem, Findings, Interrupted, ToolFailed
+from opssecrets import fsio, git
+from opssecrets.errors import BadInput, EnvironmentProblem, Findings, Interrupted
 from opssecrets.exposure import saved_data_key_readers
 from opssecrets.identity import operator_name
 from opssecrets.ledger import RotationLedger, editing, format_time, now_utc
-from opssecrets.paths import CONFIG_NAME, PENDING_TEMP_PREFIX, ROTATE_STAGE_PREFIX, ROTATE_STAGING, ROTATION_PENDING
+from opssecrets.paths import CONFIG_NAME, ROTATION_PENDING
 from opssecrets.policy import Policy, SecretKind
 from opssecrets.repo import Repo
 from opssecrets.secretfile import NotASopsFile, SecretFile, file_age_recipients, looks_like_sops_file, read_secret_file
-from opssecrets.sops import classify_sops_failure, encode_set_value, index_for_key
 from opssecrets.sopsconfig import recipient_names, short_name
-from opssecrets.transaction import repo_lock
+from opssecrets.transaction import FileChange, NewValue, Plan, apply, repo_lock
 from opssecrets.verify.http import Rejected, Unreachable, VerifyResult
 
 _AGE_RECIPIENT = re.compile(r"age1[02-9ac-hj-np-z]{58}")
@@ -301,69 +299,14 @@ def _names_for(repo: Repo, recipients: Sequence[str]) -> list[str]:
 # --- writing ---------------------------------------------------------------------------------
 
 
-def _staging_dir(repo: Repo) -> Path:
-    """A fresh private folder for the copy sops works on. Called under the repository lock,
-    so any older ``rotate-*`` folder is left by a killed run (ciphertext only): removed."""
-    base = repo.state_dir / ROTATE_STAGING
-    base.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(base, 0o700)
-    for stale in base.glob(f"{ROTATE_STAGE_PREFIX}*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=ROTATE_STAGE_PREFIX, dir=base))
-
-
-def write_value(
-    repo: Repo,
-    relpath: str,
-    key: str,
-    value: str,
-    *,
-    rotate_data_key: bool,
-    before_replace: Callable[[bytes], None] | None = None,
-) -> None:
-    """Set ``key`` in ``relpath`` to ``value`` (and first replace the data key if asked).
-
-    sops works on a 0600 copy in a private staging folder; the result is checked by
-    decrypting the key back, then renamed over the original (the staging folder is on the
-    repository's filesystem, as the transaction's is, so nothing is ever written next to the
-    original). Any failure leaves the original byte-identical. The value reaches sops only on
-    stdin. ``before_replace`` sees the new file's bytes just before the rename.
-    """
-    original = repo.root / relpath
-    before = original.read_bytes()
-    mode = original.stat().st_mode & 0o777
-    staging = _staging_dir(repo)
-    try:
-        staged = staging / original.name
-        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(before)
-        if rotate_data_key:
-            repo.sops.rotate(staged.name, cwd=staging, name=relpath)
-        payload = encode_set_value(value)
-        secret_bytes = [value.encode("utf-8"), payload]
-        # until Sops.set_value lands (issue 13): the one call outside sops.py, allowed by name in tests/test_sops_entrance.py
-        proc = repo.sops._call(
-            ("set", "--value-stdin", staged.name, index_for_key(key)), cwd=staging, stdin=payload, redact=secret_bytes, name=relpath
-        )
-        if proc.returncode != 0:
-            raise classify_sops_failure(proc, "set", relpath)
-        read_back = repo.sops.extract(staged.name, key, cwd=staging, redact=secret_bytes, name=relpath)
-        if not secrets.compare_digest(read_back, value.encode("utf-8")):
-            raise ToolFailed(f"sops set {relpath}: reading {key} back did not give the new value; nothing was changed")
-        if original.read_bytes() != before:
-            raise BadInput(f"{relpath} changed while the rotation ran; nothing was written, run it again")
-        os.chmod(staged, mode)
-        fd = os.open(staged, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if before_replace is not None:
-            before_replace(staged.read_bytes())
-        os.replace(staged, original)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+def value_plan(relpath: str, key: str, value: str, *, rotate_data_key: bool) -> Plan:
+    """Setting ``key`` in ``relpath`` to ``value`` (and first replacing the data key if asked),
+    as one step of a transaction: ``apply`` runs sops on a 0600 copy in its staging folder,
+    reads the key back, and renames the copy over the original only if the original did not
+    change meanwhile. Any failure leaves the original byte-identical; the value reaches sops
+    only on stdin."""
+    change = FileChange(relpath=relpath, updatekeys=False, rotate=rotate_data_key, keys=[key], set_value=NewValue(key, value))
+    return Plan(before=None, after=None, files=[change])
 
 
 # A rotation killed between renaming the file and saving the ledger has written the value but
@@ -376,13 +319,7 @@ def _pending_path(repo: Repo) -> Path:
 
 def _note_pending(repo: Repo, relpath: str, key: str, reason: str | None, data_key: bool, data: bytes) -> None:
     note = {"file": relpath, "key": key, "sha256": hashlib.sha256(data).hexdigest(), "data_key_rotated": data_key, "reason": reason}
-    path = _pending_path(repo)
-    fd, tmp = tempfile.mkstemp(prefix=PENDING_TEMP_PREFIX, dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(note, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    fsio.write_atomic(_pending_path(repo), json.dumps(note).encode("utf-8"))
 
 
 def _unfinished(repo: Repo, target: Target) -> dict[str, object] | None:
@@ -453,10 +390,11 @@ def rotate_secret(
             with editing(repo.root) as ledger:
                 reasons = data_key_rotation_reasons(repo, ledger, target)
 
-                def note(data: bytes) -> None:
-                    _note_pending(repo, target.relpath, target.key, reason, bool(reasons), data)
+                def note(relpath: str, data: bytes) -> None:
+                    _note_pending(repo, relpath, target.key, reason, bool(reasons), data)
 
-                write_value(repo, target.relpath, target.key, value, rotate_data_key=bool(reasons), before_replace=note)
+                plan = value_plan(target.relpath, target.key, value, rotate_data_key=bool(reasons))
+                apply(repo, plan, before_replace=note)
                 when = now_utc()
                 by = operator_name(repo.root)
                 ledger.record_rotation(target.relpath, target.key, when=when, by=by, reason=reason)
@@ -464,9 +402,9 @@ def rotate_secret(
                     ledger.record_data_key_rotation(
                         target.relpath, when, readers=file_age_recipients(repo.root / target.relpath), head=git.head_commit(repo.root)
                     )
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Interrupted):
             if (repo.root / target.relpath).read_bytes() == before:
-                raise  # nothing was written: the CLI says so
+                raise  # nothing was written: the CLI (or apply's message) says so
             raise Interrupted(
                 f"the new value of {target.key} is already in {target.relpath}, but the ledger may not have recorded it; "
                 "run the same command again with the same value to record it"

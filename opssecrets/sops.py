@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -375,13 +376,21 @@ class Sops:
         return Decryptable(False, stderr_summary(proc.stderr, 160))
 
     def extract(
-        self, relpath: str, key: str, *, cwd: Path | None = None, redact: Sequence[bytes] = (), name: str | None = None
+        self,
+        relpath: str,
+        key: str,
+        *,
+        cwd: Path | None = None,
+        config: Path | None = None,
+        redact: Sequence[bytes] = (),
+        name: str | None = None,
     ) -> bytes:
         """One value, raw, as ``sops decrypt --extract`` prints it. ``redact`` lists values the
         caller holds (a new value being checked) scrubbed from sops' stderr, so an error never
-        carries them; ``cwd`` and ``name`` for a staged copy (its folder, its repository path)."""
+        carries them; ``cwd``, ``config`` and ``name`` for a staged copy (its folder, the staged
+        ``.sops.yaml``, its repository path)."""
         args = ("decrypt", "--extract", index_for_key(key), safe_path(relpath))
-        proc = self._call(args, cwd=cwd, redact=redact, name=name)
+        proc = self._call(args, cwd=cwd, config=config, redact=redact, name=name)
         if proc.returncode != 0:
             raise classify_sops_failure(proc, "decrypt", name or relpath)
         return proc.stdout
@@ -428,6 +437,24 @@ class Sops:
         proc = self._call(("rotate", "-i", *drop, *type_args, safe_path(relpath)), cwd=cwd, config=config, name=name)
         if proc.returncode != 0:
             raise classify_sops_failure(proc, "rotate", name or relpath)
+
+    def set_value(self, relpath: str, key: str, value: str, *, cwd: Path, config: Path | None = None, name: str | None = None) -> None:
+        """Set ``key`` (nested with '/') to ``value`` in place and read it back. The value
+        reaches sops only on stdin and is scrubbed from any stderr kept; ``name`` is the file
+        as the user knows it, for errors."""
+        shown = name or relpath
+        payload = encode_set_value(value)
+        secret_bytes = [value.encode("utf-8"), payload]
+        index = index_for_key(key)
+        path = safe_path(relpath)
+        proc = self._call(
+            ("set", "--value-stdin", path, index), cwd=cwd, config=config, stdin=payload, redact=secret_bytes, name=name
+        )
+        if proc.returncode != 0:
+            raise classify_sops_failure(proc, "set", shown)
+        read_back = self.extract(relpath, key, cwd=cwd, config=config, redact=secret_bytes, name=shown)
+        if not secrets.compare_digest(read_back, value.encode("utf-8")):
+            raise ToolFailed(f"sops set {shown}: reading {key} back did not give the new value; nothing was changed")
 
 
 _FLAGS_WITH_VALUES = frozenset(

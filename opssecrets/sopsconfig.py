@@ -9,11 +9,8 @@ exactly the text that will be written.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -765,26 +762,6 @@ def recipient_names(config_path: Path) -> dict[str, str]:
         return {}
     return {r.key: short_name(r.name) for r in config.recipients if r.name is not None}
 
-
-def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` by temp file + fsync + rename: readers see old or new."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-        folder = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)  # make the rename itself durable
-        finally:
-            os.close(folder)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _group_label(label: str | None) -> tuple[str, str] | None:

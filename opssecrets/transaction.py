@@ -2,10 +2,11 @@
 
 A change is planned as data (:class:`Plan`): the new config text, the files whose data
 key must be re-wrapped for new recipients (``sops updatekeys``, many files per process),
-and the files whose data key must be replaced (``sops rotate``, in parallel). It is applied
-on copies in a staging folder on the same filesystem (ciphertext only, mode 0600); only
-when every sops call succeeded are the copies renamed over the originals, one atomic
-``os.replace`` each, files first and ``.sops.yaml`` last. A kill at any moment leaves each
+the files whose data key must be replaced (``sops rotate``, in parallel), and the values to
+set (a rotation's ``sops set``, read back). It is applied on copies in a staging folder on
+the same filesystem (ciphertext only, mode 0600); only when every sops call succeeded (and
+no original changed meanwhile) are the copies renamed over the originals, one atomic
+rename each, files first and ``.sops.yaml`` last (``opssecrets/fsio.py`` does the writes). A kill at any moment leaves each
 file old or new, and running the same command again finishes the job: the command sees
 the old config and plans the remaining files. A lock (``flock``, released by the kernel
 when its holder dies, so a killed run never leaves a stale lock) stops two runs at once;
@@ -15,8 +16,6 @@ an unfinished ``.sops.yaml`` write (see docs/reliability.md).
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import shutil
 import tempfile
@@ -26,21 +25,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from opssecrets.errors import EnvironmentProblem, Interrupted, OpsError, environment_fault
-from opssecrets.paths import (
-    CHANGE_LOCK,
-    CONFIG_NAME,
-    LEDGER_PATH,
-    LEDGER_TEMP_PREFIX,
-    PENDING_TEMP_PREFIX,
-    ROTATE_STAGE_PREFIX,
-    ROTATE_STAGING,
-    STAGE_PREFIX,
-)
+from opssecrets import fsio
+from opssecrets.errors import BadInput, EnvironmentProblem, Interrupted, OpsError, environment_fault
+from opssecrets.ledger import ledger_lock
+from opssecrets.paths import CHANGE_LOCK, CONFIG_NAME, ROTATION_PENDING, STAGE_PREFIX
 from opssecrets.repo import Repo
 from opssecrets.rules import matching_rule
 from opssecrets.secretfile import drift, file_groups, rule_groups
-from opssecrets.sopsconfig import SopsConfig, write_atomic
+from opssecrets.sopsconfig import SopsConfig
 
 
 @contextmanager
@@ -53,41 +45,36 @@ def repo_lock(repo: Repo) -> Iterator[None]:
         raise EnvironmentProblem(
             f"the state folder {state} cannot be created: a file is in the way; move it away and run this again"
         ) from None
-    lock_path = state / CHANGE_LOCK
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
-            raise EnvironmentProblem(
-                f"another opssecrets run (pid {holder}) is changing {repo.root}; wait for it to finish and run this again"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        _clear_stale_stages(repo)
-        yield
-    finally:
-        os.close(fd)
+        with fsio.locked(state / CHANGE_LOCK, wait=False):
+            _clear_stale(repo)
+            yield
+    except fsio.LockHeld as held:
+        raise EnvironmentProblem(
+            f"another opssecrets run (pid {held.holder}) is changing {repo.root}; wait for it to finish and run this again"
+        ) from None
 
 
-def _clear_stale_stages(repo: Repo) -> None:
+def _clear_stale(repo: Repo) -> None:
     """What a killed run leaves behind, removed under the lock (so no live run owns it):
-    staging folders (ciphertext copies only) and the temp file of an unfinished
-    ``.sops.yaml`` write (``write_atomic`` names it ``.<name>.<random>.tmp``), of a ledger
-    save, or of a rotation's pending note."""
-    state = repo.state_dir
-    for stale in [*state.glob(f"{STAGE_PREFIX}*"), *state.glob(f"{ROTATE_STAGING}/{ROTATE_STAGE_PREFIX}*")]:
-        shutil.rmtree(stale, ignore_errors=True)
-    ledger_folder = (repo.root / LEDGER_PATH).parent
-    temps = [
-        *repo.root.glob(f".{repo.config_path.name}.*.tmp"),
-        *ledger_folder.glob(f"{LEDGER_TEMP_PREFIX}*.tmp"),
-        *state.glob(f"{PENDING_TEMP_PREFIX}*"),
-    ]
-    for leftover in temps:
-        with contextlib.suppress(OSError):
-            leftover.unlink()
+    staging folders (ciphertext copies only) and the temp files of an unfinished
+    ``.sops.yaml`` write or rotation pending note. A ledger save's temp file is the ledger
+    lock's to remove (``share`` saves the ledger without this lock): taking that lock for a
+    moment removes it, so a run that never saves the ledger still leaves none behind."""
+    fsio.remove_leftovers(
+        writes=[repo.config_path, repo.state_dir / ROTATION_PENDING],
+        folders=repo.state_dir.glob(f"{STAGE_PREFIX}*"),
+    )
+    with ledger_lock(repo.root):
+        pass
+
+
+@dataclass(frozen=True)
+class NewValue:
+    """A value ``sops set`` writes into the staged file (a rotation); kept out of any repr."""
+
+    key: str
+    value: str = field(repr=False)
 
 
 @dataclass
@@ -103,11 +90,14 @@ class FileChange:
     drop: list[str] = field(default_factory=list)
     no_rule: bool = False
     type_args: tuple[str, ...] = ()  # sops flags for a file whose name does not say its format
+    set_value: NewValue | None = None  # set after rotate/updatekeys, then read back
 
 
 @dataclass
 class Plan:
-    """What a command will change: config text, and per file, re-wrap and/or rotate."""
+    """What a command will change: config text, and per file, re-wrap, rotate and/or set a
+    value. ``before`` and ``after`` are both None for a change that leaves ``.sops.yaml``
+    alone and does not need its rules (a rotation: sops reads the real one)."""
 
     before: SopsConfig | None
     after: SopsConfig | None
@@ -196,13 +186,21 @@ def check_plugins(plan: Plan) -> None:
         return
     pairs = []
     for change in plan.files:
+        if not (change.updatekeys or change.rotate):
+            continue  # setting a value re-encrypts with the file's data key: no recipient is used
         rule = matching_rule(config.rules, change.relpath)
         pairs += [(f"re-encrypting {change.relpath}", recipient) for recipient in (rule.age_recipients if rule else ())]
     require_plugins(pairs)
 
 
-def apply(repo: Repo, plan: Plan, progress: Callable[[int, int, str], None] | None = None) -> None:
-    """Apply ``plan`` all or nothing (see the module docstring)."""
+def apply(
+    repo: Repo,
+    plan: Plan,
+    progress: Callable[[int, int, str], None] | None = None,
+    before_replace: Callable[[str, bytes], None] | None = None,
+) -> None:
+    """Apply ``plan`` all or nothing (see the module docstring). ``before_replace`` sees each
+    file's path and new bytes just before it is renamed into place."""
     if plan.empty:
         return
     check_plugins(plan)
@@ -212,14 +210,18 @@ def apply(repo: Repo, plan: Plan, progress: Callable[[int, int, str], None] | No
     renaming = False
     try:
         config = plan.after if plan.after is not None else plan.before
-        assert config is not None
         stage_config = stage / CONFIG_NAME
-        _write_private(stage_config, config.text.encode("utf-8"))
+        if config is not None:
+            fsio.create_private(stage_config, config.text.encode("utf-8"))
+        else:
+            stage_config = repo.config_path
+        originals: dict[str, bytes] = {}
         for change in plan.files:
             source = repo.root / change.relpath
             target = stage / change.relpath
             target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            _write_private(target, source.read_bytes())
+            originals[change.relpath] = source.read_bytes()
+            fsio.create_private(target, originals[change.relpath])
         total = len(plan.files)
         # Rotate first, while the old recipients (the operator among them, even one removing
         # their own key) can still open the data key; the removed keys are dropped in the same
@@ -237,19 +239,29 @@ def apply(repo: Repo, plan: Plan, progress: Callable[[int, int, str], None] | No
                 raise _unstaged(exc, stage) from None
         if progress:
             progress(len(to_update), total, "re-wrapping data keys")
+        for change in plan.files:
+            if change.set_value is not None:
+                new = change.set_value
+                try:
+                    repo.sops.set_value(change.relpath, new.key, new.value, cwd=stage, config=stage_config, name=change.relpath)
+                except OpsError as exc:
+                    raise _unstaged(exc, stage) from None
+        for change in plan.files:
+            if (repo.root / change.relpath).read_bytes() != originals[change.relpath]:
+                raise BadInput(f"{change.relpath} changed while this run worked on it; nothing was written, run it again")
         renaming = True  # from here on a Ctrl-C leaves some files new: say which (see _interrupted)
         for change in plan.files:
             staged = stage / change.relpath
             original = repo.root / change.relpath
-            os.chmod(staged, original.stat().st_mode & 0o777)
-            _fsync(staged)
-            os.replace(staged, original)
+            if before_replace is not None:
+                before_replace(change.relpath, staged.read_bytes())
+            fsio.move_into_place(staged, original, original.stat().st_mode & 0o777)
         for folder in sorted({(repo.root / change.relpath).parent for change in plan.files}):
-            _fsync(folder)  # the renames themselves survive a power loss
+            fsio.fsync_folder(folder)  # the renames themselves survive a power loss
         if plan.config_changed:
             assert plan.after is not None
             try:
-                write_atomic(repo.config_path, plan.after.text.encode("utf-8"), _mode_of(repo.config_path))
+                fsio.write_atomic(repo.config_path, plan.after.text.encode("utf-8"), _mode_of(repo.config_path))
             except OSError as exc:
                 problem = environment_fault(
                     exc,
@@ -291,13 +303,6 @@ def _interrupted(repo: Repo, plan: Plan, stage: Path) -> Interrupted:
     )
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Create ``path`` with mode 0600 from the first byte (a staged copy is never wider)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-
-
 def _rotate_all(
     repo: Repo, changes: Sequence[FileChange], stage: Path, config: Path, progress: Callable[[int, int, str], None] | None
 ) -> None:
@@ -325,14 +330,6 @@ def _unstaged(exc: OpsError, stage: Path) -> OpsError:
     exc.message = exc.message.replace(str(stage) + os.sep, "")
     exc.args = (exc.message,)
     return exc
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _mode_of(path: Path) -> int:

@@ -40,7 +40,7 @@ def test_named_functions_exist() -> None:
         ("opssecrets/transaction.py", "def repo_lock"),
         ("opssecrets/transaction.py", "def plan_files"),
         ("opssecrets/transaction.py", "def apply"),
-        ("opssecrets/sopsconfig.py", "def write_atomic"),
+        ("opssecrets/fsio.py", "def write_atomic"),
         ("opssecrets/sops.py", "def classify_sops_failure"),
         ("opssecrets/rotation.py", "def run_verifier"),
         ("opssecrets/rules.py", "def matching_rule"),

@@ -471,13 +471,36 @@ def test_disk_full_from_the_start_changes_nothing(world: World, prepared: dict[s
     assert not list((root / ".git" / "opssecrets").glob("stage-*"))
 
 
-def test_disk_full_anywhere_else_is_one_line_not_a_traceback(world: World, prepared: dict[str, Scenario]) -> None:
-    """rotate's staged copy cannot be written (limit 100 bytes after the first child): the
-    CLI's last resort turns ENOSPC/EFBIG/EDQUOT into one line and exit 3; nothing changed."""
+def test_disk_full_in_rotate_staging_changes_nothing(world: World, prepared: dict[str, Scenario]) -> None:
+    """rotate's staged copy cannot be written (limit 100 bytes after the first child): rotate
+    stages in the transaction's folder, so it says what the recipient commands say; one
+    line, exit 3, nothing changed, no staging folder left."""
     sc = prepared["rotate"]
     root = copy_repo(world, sc.base, "diskfull-rotate")
     before = {rel: (root / rel).read_bytes() for rel in tree_files(root)}
     out = run_command_with_fsize(world, root, sc.args, "popen:1:100", stdin=sc.stdin)
+    assert out.code == 3, out.err
+    assert out.err.strip().splitlines() == [
+        "opssecrets: error: staging the re-encrypted files failed: File too large (disk full or a file-size limit); "
+        ".sops.yaml is unchanged and each secret file is either unchanged or already re-encrypted. "
+        "Free some space and run the same command again"
+    ]
+    assert {rel: (root / rel).read_bytes() for rel in tree_files(root)} == before
+    assert not list((root / ".git" / "opssecrets").glob("stage-*"))
+
+
+def test_disk_full_anywhere_else_is_one_line_not_a_traceback(world: World, prepared: dict[str, Scenario]) -> None:
+    """remove-engineer's first ledger write (the exposures, before any file) cannot be written
+    (limit 100 bytes from the last child before it): the CLI's last resort turns
+    ENOSPC/EFBIG/EDQUOT into one line and exit 3; nothing changed."""
+    sc = prepared["remove-engineer"]
+    assert sc.profile is not None
+    first_rename = next(i for i, (kind, _, _) in enumerate(sc.profile.events) if kind == "rename")
+    assert sc.profile.events[first_rename][2] == "ledger.json"
+    popen = max(n for kind, n, _ in sc.profile.events[:first_rename] if kind == "popen")
+    root = copy_repo(world, sc.base, "diskfull-ledger")
+    before = {rel: (root / rel).read_bytes() for rel in tree_files(root)}
+    out = run_command_with_fsize(world, root, sc.args, f"popen:{popen}:100")
     assert out.code == 3, out.err
     assert out.err.strip().splitlines() == [
         "opssecrets: error: writing a file failed: File too large (disk full or a file-size limit); a change that stopped "

@@ -116,8 +116,7 @@ def test_file_mode_is_kept_and_no_plaintext_or_staging_left(platform: Platform) 
     assert r.code == 0, r
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
     assert "ops@clarun.example" not in path.read_text()
-    staging = platform.root / ".git/opssecrets/staging"
-    assert not staging.exists() or list(staging.iterdir()) == []
+    assert list((platform.root / ".git/opssecrets").glob("stage-*")) == []
     assert [p.name for p in path.parent.iterdir()] == ["secrets.yaml"]
 
 
@@ -378,6 +377,34 @@ def test_sops_failing_mid_write_leaves_the_file_byte_identical(platform: Platfor
     assert not (platform.root / ".opssecrets/ledger.json").exists()
 
 
+EDITING_SOPS = """#!{python}
+# Stands in for someone editing the original file (by hand, another tool) while sops works
+# on the staged copy; then the real sops runs.
+import os, sys
+if "set" in sys.argv:
+    with open({original!r}, "a") as fh:
+        fh.write("# edited meanwhile\\n")
+os.execv({real!r}, [{real!r}, *sys.argv[1:]])
+"""
+
+
+def test_a_file_edited_during_the_rotation_is_kept(platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    original = platform.root / SECRETS
+    script = tmp_path / "sops-editing"
+    script.write_text(EDITING_SOPS.format(python=sys.executable, original=str(original), real=shutil.which("sops")))
+    script.chmod(0o755)
+    monkeypatch.setenv("OPSSECRETS_SOPS", str(script))
+    edited = original.read_bytes() + b"# edited meanwhile\n"
+    r = platform.repo.ops("rotate", "acme-email", "--stdin", stdin="new@clarun.example")
+    assert r.code == 2, r
+    assert r.err.strip().splitlines()[-1].endswith(f"{SECRETS} changed while this run worked on it; nothing was written, run it again")
+    assert original.read_bytes() == edited  # the edit is kept, the staged copy was dropped
+    assert not (platform.root / ".opssecrets/ledger.json").exists()
+    assert list((platform.root / ".git/opssecrets").glob("stage-*")) == []
+
+
 def test_value_goes_through_stdin_never_argv(platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     script, log = _fake_sops(tmp_path, crash=False)
     monkeypatch.setenv("OPSSECRETS_SOPS", str(script))
@@ -518,7 +545,7 @@ def test_refused_while_another_run_changes_the_repository(platform: Platform) ->
 
 
 def test_stale_staging_from_a_killed_run_is_removed(platform: Platform) -> None:
-    stale = platform.root / ".git/opssecrets/staging/rotate-killed"
+    stale = platform.root / ".git/opssecrets/stage-killed"
     stale.mkdir(parents=True)
     (stale / "secrets.yaml").write_bytes((platform.root / SECRETS).read_bytes())
     assert platform.repo.ops("rotate", "acme-email", "--stdin", stdin="new@clarun.example").code == 0

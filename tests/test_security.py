@@ -485,7 +485,7 @@ def test_interrupted_rotation_removes_its_temp_files(
         assert time.monotonic() < deadline and proc.poll() is None, "rotate never reached sops set"
         time.sleep(0.05)
     state = repo.root / ".git" / "opssecrets"
-    assert list(state.glob("**/rotate-*")), "the staged copy exists while sops runs"
+    assert list(state.glob("stage-*/secrets/*.yaml")), "the staged copy exists while sops runs"
     proc.send_signal(sig)
     proc.wait(timeout=60)
     assert proc.stdout is not None and proc.stderr is not None

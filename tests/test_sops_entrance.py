@@ -23,10 +23,6 @@ ENTRANCE = "opssecrets/sops.py"
 # version (find_sops runs `sops --version` inside sops.py); it runs nothing itself.
 MAY_FIND_SOPS = frozenset({"opssecrets/doctor.py"})
 
-# The rotation's `sops set` moves to a public Sops.set_value in another part of issue 13;
-# until then it is the one raw call outside sops.py. Remove this when that lands (the
-# test below fails to say so).
-PENDING = {"opssecrets/rotation.py": "_call('set', ...)"}
 
 _STARTS_PROCESSES = {
     "subprocess": {"run", "Popen", "call", "check_call", "check_output", "getoutput", "getstatusoutput"},
@@ -129,7 +125,7 @@ def _modules() -> dict[str, str]:
 
 def _allowed(module: str, hit: str) -> bool:
     what = hit.split(": ", 1)[1]
-    return (what == "find_sops" and module in MAY_FIND_SOPS) or PENDING.get(module) == what
+    return (what == "find_sops" and module in MAY_FIND_SOPS)
 
 
 def test_only_sops_py_runs_sops() -> None:
@@ -146,12 +142,6 @@ def test_only_sops_py_runs_sops() -> None:
         "run sops through a public method of opssecrets.sops.Sops (add one there if none fits); "
         f"run() outside sops.py is for age, with find_age()'s binary: {offenders}"
     )
-
-
-@pytest.mark.parametrize("module", sorted(PENDING))
-def test_the_pending_exemption_is_still_needed(module: str) -> None:
-    hits = [hit.split(": ", 1)[1] for hit in side_doors(_modules()[module])]
-    assert PENDING[module] in hits, f"{module} no longer needs its exemption: delete it from PENDING in {__name__}"
 
 
 def test_the_entrance_itself_is_found() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from opssecrets import git
+from opssecrets import fsio, git
 from opssecrets import recipients as edits
 from opssecrets.commands.common import current_repo, dry_run_option, json_option, say, show_plan
 from opssecrets.errors import EXIT_FINDINGS, BadInput
@@ -18,7 +18,7 @@ from opssecrets.ledger import exposures_undone_on_failure, record_data_key_rotat
 from opssecrets.output import progress, render_table
 from opssecrets.repo import Repo
 from opssecrets.secretfile import file_age_recipients
-from opssecrets.sopsconfig import SopsConfig, anchor_for, check_name, short_name, write_atomic
+from opssecrets.sopsconfig import SopsConfig, anchor_for, check_name, short_name
 from opssecrets.templates import initial_config
 from opssecrets.transaction import Plan, apply, check_plugins, plan_files, repo_lock
 
@@ -94,7 +94,7 @@ def init(ctx: click.Context, admin: str, age_key: str | None, ssh_key: str | Non
     text = initial_config(admin, admin_key, host, host_key)
     SopsConfig(text)  # parse what we are about to write
     (root / "secrets").mkdir(exist_ok=True)
-    write_atomic(repo.config_path, text.encode("utf-8"))
+    fsio.write_atomic(repo.config_path, text.encode("utf-8"), 0o644)
     click.echo(f"created {repo.config_path} (admin {admin}" + (f", host {host})" if host else ")"))
     return 0
 
