@@ -327,7 +327,7 @@ ECHOING_SOPS = """#!/bin/sh
 # sops, except that reading the new value back from the rotation's staged copy fails and
 # prints what it read to stderr
 case "$(pwd)" in
-  */rotate-*) for arg in "$@"; do
+  */stage-*) for arg in "$@"; do
     if [ "$arg" = "--extract" ]; then echo "sops: could not read back $({real} "$@")" >&2; exit 1; fi
   done;;
 esac
