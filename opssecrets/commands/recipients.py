@@ -9,12 +9,12 @@ from pathlib import Path
 import click
 
 from opssecrets import recipients as edits
-from opssecrets.commands.common import current_repo, dry_run_option, json_option, say, show_plan
+from opssecrets.commands.common import dry_run_option, json_option, pass_repo_context, say, show_plan
 from opssecrets.errors import EXIT_FINDINGS, BadInput
 from opssecrets.keys import age_key_from, parse_ssh_public_key
 from opssecrets.ledger import exposures_undone_on_failure, record_data_key_rotations, record_exposures
 from opssecrets.output import progress, render_table
-from opssecrets.repo import Repo
+from opssecrets.repo import Repo, RepoContext
 from opssecrets.sopsconfig import SopsConfig, anchor_for, check_name, short_name, write_atomic
 from opssecrets.templates import initial_config
 from opssecrets.transaction import Plan, apply, check_plugins, plan_files, repo_lock
@@ -24,7 +24,7 @@ SSH_KEY_HELP = "An SSH ed25519 public key line or .pub file; converted to age as
 
 
 def _change(
-    ctx: click.Context,
+    context: RepoContext,
     edit_fn: Callable[[SopsConfig], edits.Edit],
     *,
     dry_run: bool,
@@ -34,7 +34,7 @@ def _change(
 
     When the edit names who loses access (``exposed_to``), every key of the files whose data
     key is rotated is marked exposed to them in the ledger before anything else changes."""
-    repo = current_repo(ctx)
+    repo = context.repo()
     repo.require_config()
     with repo_lock(repo):
         before = SopsConfig.load(repo.config_path)
@@ -66,13 +66,10 @@ def _exposed_report(plan: Plan, reader: str) -> None:
 @click.option("--ssh-key", help=SSH_KEY_HELP)
 @click.option("--host", "host", help="A host that reads the platform secrets (anchor host_NAME).")
 @click.option("--ssh-host-key", help="The host's /etc/ssh/ssh_host_ed25519_key.pub (line or file).")
-@click.pass_context
-def init(ctx: click.Context, admin: str, age_key: str | None, ssh_key: str | None, host: str | None, ssh_host_key: str | None) -> int:
+@pass_repo_context
+def init(context: RepoContext, admin: str, age_key: str | None, ssh_key: str | None, host: str | None, ssh_host_key: str | None) -> int:
     """Create .sops.yaml in the platform layout, and secrets/."""
-    root_obj = ctx.find_root().obj or {}
-    root = Path(root_obj.get("repo") or Path.cwd()).resolve()
-    if not root.is_dir():
-        raise BadInput(f"{root}: no such directory")
+    root = context.new_root()
     repo = Repo(root)
     if repo.config_path.exists():
         raise BadInput(f"{repo.config_path} already exists; edit it with the other commands instead of init")
@@ -104,9 +101,9 @@ def init(ctx: click.Context, admin: str, age_key: str | None, ssh_key: str | Non
 @click.option("--project", "projects", multiple=True, help="Join this project's rule (repeatable).")
 @dry_run_option
 @json_option
-@click.pass_context
+@pass_repo_context
 def add_engineer(
-    ctx: click.Context,
+    context: RepoContext,
     name: str,
     age_key: str | None,
     ssh_key: str | None,
@@ -128,11 +125,11 @@ def add_engineer(
             raise BadInput("give one of --age-key, --ssh-key or --forgejo-user")
         from opssecrets.commands.forgejo_keys import key_from_forgejo
 
-        repo = current_repo(ctx)
+        repo = context.repo()
         repo.require_config()
         check_name(name)
         key = key_from_forgejo(forgejo_url, forgejo_user, yes=yes, root=repo.root).age_recipient
-    _change(ctx, lambda c: edits.add_engineer(c, name, key, admin=admin, projects=projects), dry_run=dry_run, as_json=as_json)
+    _change(context, lambda c: edits.add_engineer(c, name, key, admin=admin, projects=projects), dry_run=dry_run, as_json=as_json)
     return 0
 
 
@@ -140,14 +137,14 @@ def add_engineer(
 @click.argument("name")
 @dry_run_option
 @json_option
-@click.pass_context
-def remove_engineer(ctx: click.Context, name: str, dry_run: bool, as_json: bool) -> int:
+@pass_repo_context
+def remove_engineer(context: RepoContext, name: str, dry_run: bool, as_json: bool) -> int:
     """Remove an engineer: re-encrypt and rotate the data key of every file they could read."""
-    return _remove(ctx, name, "engineer", dry_run=dry_run, as_json=as_json)
+    return _remove(context, name, "engineer", dry_run=dry_run, as_json=as_json)
 
 
-def _remove(ctx: click.Context, name: str, role: str, *, dry_run: bool, as_json: bool) -> int:
-    plan, edit = _change(ctx, lambda c: edits.remove(c, name, role=role)[0], dry_run=dry_run, as_json=as_json)
+def _remove(context: RepoContext, name: str, role: str, *, dry_run: bool, as_json: bool) -> int:
+    plan, edit = _change(context, lambda c: edits.remove(c, name, role=role)[0], dry_run=dry_run, as_json=as_json)
     if not dry_run and not as_json:
         _exposed_report(plan, edit.exposed_to or name)
     return 0
@@ -163,9 +160,9 @@ def _remove(ctx: click.Context, name: str, role: str, *, dry_run: bool, as_json:
 )
 @dry_run_option
 @json_option
-@click.pass_context
+@pass_repo_context
 def add_host(
-    ctx: click.Context,
+    context: RepoContext,
     name: str,
     ssh_host_key: str,
     projects: tuple[str, ...],
@@ -182,12 +179,12 @@ def add_host(
         if projects:
             raise BadInput("--replace keeps the host's rules; drop --project")
         edit_fn = partial(edits.replace_host_key, name=name, key=key, compromised=compromised)
-        plan, _ = _change(ctx, edit_fn, dry_run=dry_run, as_json=as_json)
+        plan, _ = _change(context, edit_fn, dry_run=dry_run, as_json=as_json)
         if compromised and not dry_run and not as_json:
             _exposed_report(plan, f"{name}'s old key")
     else:
         check_name(name)
-        _change(ctx, lambda c: edits.add_host(c, name, key, projects=projects), dry_run=dry_run, as_json=as_json)
+        _change(context, lambda c: edits.add_host(c, name, key, projects=projects), dry_run=dry_run, as_json=as_json)
     return 0
 
 
@@ -195,10 +192,10 @@ def add_host(
 @click.argument("name")
 @dry_run_option
 @json_option
-@click.pass_context
-def remove_host(ctx: click.Context, name: str, dry_run: bool, as_json: bool) -> int:
+@pass_repo_context
+def remove_host(context: RepoContext, name: str, dry_run: bool, as_json: bool) -> int:
     """Remove a host: re-encrypt and rotate the data key of every file it could read."""
-    return _remove(ctx, name, "host", dry_run=dry_run, as_json=as_json)
+    return _remove(context, name, "host", dry_run=dry_run, as_json=as_json)
 
 
 @click.command("add-project")
@@ -206,12 +203,12 @@ def remove_host(ctx: click.Context, name: str, dry_run: bool, as_json: bool) -> 
 @click.option("--member", "members", multiple=True, help="An engineer who reads it (repeatable).")
 @click.option("--host", "hosts", multiple=True, help="A host that reads it (repeatable); default: every host.")
 @dry_run_option
-@click.pass_context
-def add_project(ctx: click.Context, name: str, members: tuple[str, ...], hosts: tuple[str, ...], dry_run: bool) -> int:
+@pass_repo_context
+def add_project(context: RepoContext, name: str, members: tuple[str, ...], hosts: tuple[str, ...], dry_run: bool) -> int:
     """Add a rule for secrets/projects/NAME/, read by the admins, its hosts and members."""
-    _change(ctx, lambda c: edits.add_project(c, name, members, hosts), dry_run=dry_run)
+    _change(context, lambda c: edits.add_project(c, name, members, hosts), dry_run=dry_run)
     if not dry_run:
-        repo = current_repo(ctx)
+        repo = context.repo()
         (repo.root / "secrets" / "projects" / name).mkdir(parents=True, exist_ok=True)
     return 0
 
@@ -220,10 +217,10 @@ def add_project(ctx: click.Context, name: str, members: tuple[str, ...], hosts: 
 @click.argument("engineer")
 @click.argument("project")
 @dry_run_option
-@click.pass_context
-def grant(ctx: click.Context, engineer: str, project: str, dry_run: bool) -> int:
+@pass_repo_context
+def grant(context: RepoContext, engineer: str, project: str, dry_run: bool) -> int:
     """Let an engineer read a project's secrets."""
-    _change(ctx, lambda c: edits.grant(c, engineer, project), dry_run=dry_run)
+    _change(context, lambda c: edits.grant(c, engineer, project), dry_run=dry_run)
     return 0
 
 
@@ -231,10 +228,10 @@ def grant(ctx: click.Context, engineer: str, project: str, dry_run: bool) -> int
 @click.argument("engineer")
 @click.argument("project")
 @dry_run_option
-@click.pass_context
-def revoke(ctx: click.Context, engineer: str, project: str, dry_run: bool) -> int:
+@pass_repo_context
+def revoke(context: RepoContext, engineer: str, project: str, dry_run: bool) -> int:
     """Stop an engineer reading a project: re-encrypt and rotate that project's files."""
-    plan, _ = _change(ctx, lambda c: edits.revoke(c, engineer, project), dry_run=dry_run)
+    plan, _ = _change(context, lambda c: edits.revoke(c, engineer, project), dry_run=dry_run)
     if not dry_run:
         _exposed_report(plan, engineer)
     return 0
@@ -245,10 +242,10 @@ def revoke(ctx: click.Context, engineer: str, project: str, dry_run: bool) -> in
 @click.option("--check", is_flag=True, help="Change nothing; exit 1 if any file's recipients differ from its rule.")
 @dry_run_option
 @json_option
-@click.pass_context
-def reencrypt(ctx: click.Context, paths: tuple[Path, ...], check: bool, dry_run: bool, as_json: bool) -> int:
+@pass_repo_context
+def reencrypt(context: RepoContext, paths: tuple[Path, ...], check: bool, dry_run: bool, as_json: bool) -> int:
     """Bring files whose recipients differ from their rule in line (sops updatekeys)."""
-    repo = current_repo(ctx)
+    repo = context.repo()
     repo.require_config()
     only = [repo.relpath(p) for p in paths] if paths else None
     if only is not None:
