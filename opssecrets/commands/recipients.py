@@ -8,16 +8,16 @@ from pathlib import Path
 
 import click
 
+from opssecrets import changes
 from opssecrets import recipients as edits
 from opssecrets.commands.common import dry_run_option, json_option, pass_repo_context, say, show_plan
 from opssecrets.errors import EXIT_FINDINGS, BadInput
 from opssecrets.keys import age_key_from, parse_ssh_public_key
-from opssecrets.ledger import exposures_undone_on_failure, record_data_key_rotations, record_exposures
 from opssecrets.output import progress, render_table
 from opssecrets.repo import Repo, RepoContext
-from opssecrets.sopsconfig import SopsConfig, anchor_for, check_name, short_name, write_atomic
+from opssecrets.sopsconfig import SopsConfig, anchor_for, check_name, short_name
 from opssecrets.templates import initial_config
-from opssecrets.transaction import Plan, apply, check_plugins, plan_files, repo_lock
+from opssecrets.transaction import Plan
 
 AGE_KEY_HELP = "The engineer's age recipient (age1..., from 'age-keygen -y' or 'opssecrets identity show')."
 SSH_KEY_HELP = "An SSH ed25519 public key line or .pub file; converted to age as ssh-to-age does."
@@ -29,26 +29,12 @@ def _change(
     *,
     dry_run: bool,
     as_json: bool = False,
-) -> tuple[Plan, edits.Edit]:
-    """Load, edit, plan and (unless dry-run) apply, all under the repository lock.
-
-    When the edit names who loses access (``exposed_to``), every key of the files whose data
-    key is rotated is marked exposed to them in the ledger before anything else changes."""
-    repo = context.repo()
-    repo.require_config()
-    with repo_lock(repo):
-        before = SopsConfig.load(repo.config_path)
-        edit = edit_fn(before)
-        plan = Plan(before, edit.after, plan_files(repo, before, edit.after, edit.removed_keys), list(edit.notes))
-        if not dry_run:
-            check_plugins(plan)  # before the ledger records anything
-            with exposures_undone_on_failure(repo.root, plan):
-                if edit.exposed_to is not None:
-                    record_exposures(repo.root, plan, edit.exposed_to)
-                apply(repo, plan, progress)
-            record_data_key_rotations(repo.root, plan)
-    show_plan(plan, dry_run=dry_run, as_json=as_json)
-    return plan, edit
+    folders: tuple[str, ...] = (),
+) -> changes.Change:
+    """Run the edit through ``changes.edit_recipients`` and print what it did (or would do)."""
+    change = changes.edit_recipients(context.repo(), edit_fn, folders=folders, dry_run=dry_run, progress=progress)
+    show_plan(change.plan, dry_run=dry_run, as_json=as_json)
+    return change
 
 
 def _exposed_report(plan: Plan, reader: str) -> None:
@@ -71,8 +57,7 @@ def init(context: RepoContext, admin: str, age_key: str | None, ssh_key: str | N
     """Create .sops.yaml in the platform layout, and secrets/."""
     root = context.new_root()
     repo = Repo(root)
-    if repo.config_path.exists():
-        raise BadInput(f"{repo.config_path} already exists; edit it with the other commands instead of init")
+    changes.refuse_existing_config(repo)  # first: before any of the options is read
     admin = short_name(anchor_for(admin, "admin"))
     if (host is None) != (ssh_host_key is None):
         raise BadInput("--host and --ssh-host-key go together: give both or neither")
@@ -82,10 +67,7 @@ def init(context: RepoContext, admin: str, age_key: str | None, ssh_key: str | N
         host = short_name(anchor_for(host, "host"))
         assert ssh_host_key is not None
         host_key = parse_ssh_public_key(ssh_host_key).age_recipient
-    text = initial_config(admin, admin_key, host, host_key)
-    SopsConfig(text)  # parse what we are about to write
-    (root / "secrets").mkdir(exist_ok=True)
-    write_atomic(repo.config_path, text.encode("utf-8"))
+    changes.create_config(repo, initial_config(admin, admin_key, host, host_key), progress=progress)
     click.echo(f"created {repo.config_path} (admin {admin}" + (f", host {host})" if host else ")"))
     return 0
 
@@ -144,9 +126,9 @@ def remove_engineer(context: RepoContext, name: str, dry_run: bool, as_json: boo
 
 
 def _remove(context: RepoContext, name: str, role: str, *, dry_run: bool, as_json: bool) -> int:
-    plan, edit = _change(context, lambda c: edits.remove(c, name, role=role)[0], dry_run=dry_run, as_json=as_json)
+    change = _change(context, lambda c: edits.remove(c, name, role=role)[0], dry_run=dry_run, as_json=as_json)
     if not dry_run and not as_json:
-        _exposed_report(plan, edit.exposed_to or name)
+        _exposed_report(change.plan, change.exposed_to or name)
     return 0
 
 
@@ -179,9 +161,9 @@ def add_host(
         if projects:
             raise BadInput("--replace keeps the host's rules; drop --project")
         edit_fn = partial(edits.replace_host_key, name=name, key=key, compromised=compromised)
-        plan, _ = _change(context, edit_fn, dry_run=dry_run, as_json=as_json)
+        change = _change(context, edit_fn, dry_run=dry_run, as_json=as_json)
         if compromised and not dry_run and not as_json:
-            _exposed_report(plan, f"{name}'s old key")
+            _exposed_report(change.plan, f"{name}'s old key")
     else:
         check_name(name)
         _change(context, lambda c: edits.add_host(c, name, key, projects=projects), dry_run=dry_run, as_json=as_json)
@@ -206,10 +188,8 @@ def remove_host(context: RepoContext, name: str, dry_run: bool, as_json: bool) -
 @pass_repo_context
 def add_project(context: RepoContext, name: str, members: tuple[str, ...], hosts: tuple[str, ...], dry_run: bool) -> int:
     """Add a rule for secrets/projects/NAME/, read by the admins, its hosts and members."""
-    _change(context, lambda c: edits.add_project(c, name, members, hosts), dry_run=dry_run)
-    if not dry_run:
-        repo = context.repo()
-        (repo.root / "secrets" / "projects" / name).mkdir(parents=True, exist_ok=True)
+    folder = f"secrets/projects/{name}"
+    _change(context, lambda c: edits.add_project(c, name, members, hosts), dry_run=dry_run, folders=(folder,))
     return 0
 
 
@@ -231,9 +211,9 @@ def grant(context: RepoContext, engineer: str, project: str, dry_run: bool) -> i
 @pass_repo_context
 def revoke(context: RepoContext, engineer: str, project: str, dry_run: bool) -> int:
     """Stop an engineer reading a project: re-encrypt and rotate that project's files."""
-    plan, _ = _change(context, lambda c: edits.revoke(c, engineer, project), dry_run=dry_run)
+    change = _change(context, lambda c: edits.revoke(c, engineer, project), dry_run=dry_run)
     if not dry_run:
-        _exposed_report(plan, engineer)
+        _exposed_report(change.plan, engineer)
     return 0
 
 
@@ -253,13 +233,9 @@ def reencrypt(context: RepoContext, paths: tuple[Path, ...], check: bool, dry_ru
         if missing:
             raise BadInput(f"{missing[0]}: no such file")
     if check or dry_run:
-        config = SopsConfig.load(repo.config_path)
-        plan = Plan(config, config, plan_files(repo, config, config, only=only, include_unrelated_drift=True))
+        plan = changes.reencrypt(repo, only, dry_run=True)
         show_plan(plan, dry_run=True, as_json=as_json)
         return EXIT_FINDINGS if check and plan.files else 0
-    with repo_lock(repo):
-        config = SopsConfig.load(repo.config_path)
-        plan = Plan(config, config, plan_files(repo, config, config, only=only, include_unrelated_drift=True))
-        apply(repo, plan, progress)
+    plan = changes.reencrypt(repo, only, progress=progress)
     show_plan(plan, dry_run=False, as_json=as_json)
     return 0
