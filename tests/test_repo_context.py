@@ -1,5 +1,5 @@
-"""One way to the repository and one ``--json``: no command reads ``--repo`` or declares
-``--json`` on its own (a second door would drift, as six of them did)."""
+"""One way to the repository, one ``--json`` and one ``--file``: no command reads ``--repo``
+or declares those options on its own (a second door would drift, as six of them did)."""
 
 from __future__ import annotations
 
@@ -29,3 +29,12 @@ def test_only_the_repository_context_locates_the_repository() -> None:
 def test_json_is_declared_once() -> None:
     found = [name for name, text in _sources().items() if '"--json"' in text]
     assert found == ["opssecrets/commands/common.py"]
+
+
+def test_file_is_declared_once_and_read_by_find_secret() -> None:
+    """rotate, verify and share take --file from common.file_option and resolve it with
+    findsecret.find_secret: one answer to "which file holds KEY"."""
+    sources = _sources()
+    assert [name for name, text in sources.items() if '"--file"' in text] == ["opssecrets/commands/common.py"]
+    callers = sorted(name for name, text in sources.items() if "find_secret(" in text and name != "opssecrets/findsecret.py")
+    assert callers == ["opssecrets/rotation.py", "opssecrets/share.py"]

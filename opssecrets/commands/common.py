@@ -40,6 +40,18 @@ def dry_run_option(func: F) -> F:
     return click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")(func)
 
 
+def file_option(func: F) -> F:
+    """``--file`` of the commands that take one secret (``opssecrets/findsecret.py`` reads it)."""
+    return click.option(
+        "--file",
+        "file",
+        metavar="FILE",
+        default=None,
+        help="The encrypted file holding KEY, as a path from here or from the repository root (default: the policy's "
+        "default file, secrets/secrets.yaml, if it holds KEY, else the one file that does).",
+    )(func)
+
+
 def say(message: str) -> None:
     """Diagnostics and notes go to stderr; stdout is for data."""
     click.echo(message, err=True)

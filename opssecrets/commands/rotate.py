@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from opssecrets.commands.common import json_option, pass_repo_context
+from opssecrets.commands.common import file_option, json_option, pass_repo_context
 from opssecrets.errors import BadInput, Findings
 from opssecrets.ledger import RotationLedger
 from opssecrets.paths import LEDGER_PATH
@@ -53,14 +53,6 @@ homeserver_option = click.option(
     metavar="URL",
     default=None,
     help="Matrix homeserver base URL (default: $OPSSECRETS_HOMESERVER, else the policy's).",
-)
-file_option = click.option(
-    "--file",
-    "file",
-    metavar="FILE",
-    default=None,
-    help="The encrypted file holding KEY (default: the policy's default file, secrets/secrets.yaml, "
-    "or the one file that holds KEY).",
 )
 
 
