@@ -46,12 +46,13 @@ def startup(repo: Path, env: dict[str, str]) -> None:
 
 def doctor(repo: Path, files: int) -> None:
     from opssecrets.doctor import run_doctor
+    from opssecrets.repo import RepoContext
 
     for workers in (1, 8):
         times = []
         for _ in range(3):
             start = time.perf_counter()
-            report = run_doctor(repo, workers=workers)
+            report = run_doctor(RepoContext(repo), workers=workers)
             times.append(time.perf_counter() - start)
             assert report.ok and len(report.files) == files
         print(f"doctor, {files} files, {workers} worker(s):          {statistics.median(times):7.2f} s")

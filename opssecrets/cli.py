@@ -96,8 +96,10 @@ class LazyGroup(click.Group):
 @click.pass_context
 def cli(ctx: click.Context, repo: Path | None, timeout: float) -> None:
     """Run the secrets of a sops-nix ops repository: recipients, rotation, and a guard."""
+    from opssecrets.repo import RepoContext
+
     set_deadline(timeout)
-    ctx.obj = {"repo": repo}
+    ctx.obj = RepoContext(repo)  # the one place --repo is read; commands take it with pass_repo_context
 
 
 def _log_unexpected(exc: BaseException) -> Path | None:

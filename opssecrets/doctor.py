@@ -12,7 +12,6 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from opssecrets.errors import OpsError
 from opssecrets.identity import (
@@ -27,7 +26,7 @@ from opssecrets.identity import (
 )
 from opssecrets.keys import plugin_of_recipient
 from opssecrets.plugins import PROGRAM_PREFIX, plugins_on_path
-from opssecrets.repo import Repo
+from opssecrets.repo import Repo, RepoContext
 from opssecrets.rules import CreationRule, load_rules_fast, matching_rule, relative_to_config
 from opssecrets.sops import AGE_FLOOR, SOPS_FLOOR, Binary, Sops, find_age, find_sops
 
@@ -217,7 +216,7 @@ def _file_access(
     return FileAccess(rel, in_rule, wrapped, False, "no access (not a recipient)" if known else "does not decrypt")
 
 
-def run_doctor(repo_arg: Path | None, *, workers: int = 8) -> DoctorReport:
+def run_doctor(context: RepoContext, *, workers: int = 8) -> DoctorReport:
     report = DoctorReport()
     sops_check, sops_bin = _binary_check("sops", SOPS_FLOOR)
     age_check, _ = _binary_check("age", AGE_FLOOR)
@@ -225,7 +224,7 @@ def run_doctor(repo_arg: Path | None, *, workers: int = 8) -> DoctorReport:
     repo: Repo | None = None
     locate_error = ""
     try:
-        repo = Repo.locate(repo_arg)
+        repo = context.repo()
     except OpsError as exc:
         locate_error = exc.message
     config_checks, rules = _config_checks(repo, locate_error)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -92,3 +92,31 @@ class Repo:
             except NotASopsFile:
                 continue
         return out
+
+
+@dataclass
+class RepoContext:
+    """Where the repository comes from, resolved once per command: the ``--repo`` value, and
+    the repository it names, located on first use and kept. The CLI builds one per run and
+    hands it to every command (``pass_repo_context`` in ``opssecrets/commands/common.py``)."""
+
+    explicit: Path | None = None
+    _located: Repo | None = field(default=None, init=False, repr=False)
+
+    def repo(self, *, config_symlink_ok: bool = False) -> Repo:
+        """The repository at ``--repo`` or around the working folder (:meth:`Repo.locate`);
+        ``config_symlink_ok`` only for the guard, which reports a symlinked ``.sops.yaml``
+        as a finding instead of refusing it."""
+        if self._located is None:
+            self._located = Repo.locate(self.explicit, config_symlink_ok=True)
+        if not config_symlink_ok:
+            _ = self._located.config_path  # refuses a symlinked .sops.yaml (BadInput)
+        return self._located
+
+    def new_root(self) -> Path:
+        """The folder ``init`` makes a repository of, before any ``.sops.yaml`` exists:
+        ``--repo``, else the working folder, as given (no git or ``.sops.yaml`` lookup)."""
+        root = (self.explicit or Path.cwd()).resolve()
+        if not root.is_dir():
+            raise BadInput(f"{root}: no such directory")
+        return root

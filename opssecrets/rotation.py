@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import secrets
 from collections.abc import Callable, Sequence
@@ -22,12 +21,13 @@ from pathlib import Path
 from opssecrets import fsio, git
 from opssecrets.errors import BadInput, EnvironmentProblem, Findings, Interrupted
 from opssecrets.exposure import saved_data_key_readers
+from opssecrets.findsecret import find_secret
 from opssecrets.identity import operator_name
 from opssecrets.ledger import RotationLedger, editing, format_time, now_utc
 from opssecrets.paths import CONFIG_NAME, ROTATION_PENDING
 from opssecrets.policy import Policy, SecretKind
 from opssecrets.repo import Repo
-from opssecrets.secretfile import NotASopsFile, SecretFile, file_age_recipients, looks_like_sops_file, read_secret_file
+from opssecrets.secretfile import SecretFile, file_age_recipients
 from opssecrets.sopsconfig import recipient_names, short_name
 from opssecrets.transaction import FileChange, NewValue, Plan, apply, repo_lock
 from opssecrets.verify.http import Rejected, Unreachable, VerifyResult
@@ -46,89 +46,10 @@ class Target:
     secret_file: SecretFile
 
 
-def _read_sops_file(repo: Repo, relpath: str) -> SecretFile | None:
-    path = repo.root / relpath
-    try:
-        head = path.read_bytes()[: 1 << 20]
-    except OSError:
-        return None
-    if not looks_like_sops_file(head):
-        return None
-    try:
-        return read_secret_file(path)
-    except NotASopsFile:
-        return None
-
-
-def _file_relpath(repo: Repo, file: str) -> str:
-    """``--file`` relative to the repository root if it names a file there, else to the
-    working directory; never outside the repository."""
-    path = Path(file)
-    if not path.is_absolute() and (repo.root / path).exists():
-        rel = Path(os.path.normpath(path)).as_posix()
-        if rel != ".." and not rel.startswith("../"):
-            return rel
-    return repo.relpath(path)
-
-
-def _addresses_a_value(secret_file: SecretFile, key: str) -> bool:
-    """``key`` split on '/' leads through mappings to one value, as sops-nix reads it."""
-    node: object = secret_file.tree
-    for part in key.split("/"):
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return not isinstance(node, (dict, list))
-
-
-def _check_key(secret_file: SecretFile, relpath: str, key: str) -> None:
-    keys = secret_file.key_paths()
-    if _addresses_a_value(secret_file, key):
-        return
-    if key in keys:
-        raise BadInput(
-            f"{key!r} in {relpath} is a list item or a key holding '/', which sops-nix cannot name; change it with 'sops edit {relpath}'"
-        )
-    raise BadInput(f"no key {key!r} in {relpath} (its keys: {_key_list(keys)}); check the name, nested keys use '/'")
-
-
-def _key_list(keys: Sequence[str], limit: int = 12) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "") if keys else "(none)"
-
-
 def resolve_target(repo: Repo, policy: Policy, key: str, file: str | None) -> Target:
-    """The file and kind for ``key``: ``file`` if given, else the policy's default file if it
-    holds the key, else the one encrypted file that does."""
-    key = key.strip("/")
-    if not key:
-        raise BadInput("empty secret key name; give it as it appears in the file, nested with '/' (slack/bot_token)")
-    if file is not None:
-        relpath = _file_relpath(repo, file)
-        if not (repo.root / relpath).is_file():
-            raise BadInput(f"--file {file}: no such file in {repo.root}")
-        secret_file = _read_sops_file(repo, relpath)
-        if secret_file is None:
-            raise BadInput(f"--file {relpath} is not a sops-encrypted file; encrypt it with sops first")
-        _check_key(secret_file, relpath, key)
-        return Target(relpath, key, policy.kind_for_key(key), secret_file)
-    default = policy.platform.default_file
-    default_file = _read_sops_file(repo, default) if default else None
-    if default_file is not None and key in default_file.key_paths():
-        _check_key(default_file, default, key)
-        return Target(default, key, policy.kind_for_key(key), default_file)
-    holders = [sf for sf in repo.secret_files() if key in sf.key_paths()]
-    if len(holders) == 1:
-        relpath = repo.relpath(holders[0].path)
-        _check_key(holders[0], relpath, key)
-        return Target(relpath, key, policy.kind_for_key(key), holders[0])
-    if len(holders) > 1:
-        names = ", ".join(repo.relpath(sf.path) for sf in holders)
-        raise BadInput(f"{key!r} is in several files ({names}); pass --file to say which")
-    if default_file is not None:
-        keys = default_file.key_paths()
-        raise BadInput(f"no key {key!r} in {default} or any other encrypted file ({default} holds: {_key_list(keys)})")
-    raise BadInput(f"no key {key!r} in any encrypted file of {repo.root}; pass --file FILE, or check the name")
+    """The file and kind for ``key`` (which file: :func:`opssecrets.findsecret.find_secret`)."""
+    found = find_secret(repo, key, file, policy.platform.default_file)
+    return Target(found.relpath, found.key, policy.kind_for_key(found.key), found.secret_file)
 
 
 # --- the new value ---------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from opssecrets.errors import BadInput, ToolFailed
+from opssecrets.findsecret import find_secret
 from opssecrets.identity import operator_name
 from opssecrets.keys import check_age_recipient
 from opssecrets.ledger import mark_exposed
@@ -28,26 +29,6 @@ def resolve_recipient(repo: Repo, to: str) -> tuple[str, str]:
     if recipient.key_type != "age":
         raise BadInput(f"{recipient.label} is not an age recipient; share encrypts with age only")
     return recipient.label, recipient.key
-
-
-def find_key_file(repo: Repo, key: str, file: Path | None) -> str:
-    """The secret file (relative path) holding ``key``: ``file`` if given, else the only one that has it."""
-    if file is not None:
-        rel = repo.relpath(file)
-        if not (repo.root / rel).is_file():
-            raise BadInput(f"{rel} does not exist; check --file")
-        found = repo.secret_files([rel])
-        if not found:
-            raise BadInput(f"{rel} is not a sops-encrypted file; check --file")
-        if key not in found[0].key_paths():
-            raise BadInput(f"{rel} has no key {key!r}; 'opssecrets access' lists the keys of each file")
-        return rel
-    holders = [repo.relpath(sf.path) for sf in repo.secret_files() if key in sf.key_paths()]
-    if not holders:
-        raise BadInput(f"no secret file has a key {key!r}; name it as sops-nix does (e.g. slack/bot_token) or pass --file")
-    if len(holders) > 1:
-        raise BadInput(f"{key!r} is in {len(holders)} files ({', '.join(sorted(holders))}); pick one with --file")
-    return holders[0]
 
 
 @dataclass(frozen=True)
@@ -72,13 +53,17 @@ def rule_readers(repo: Repo, rel: str) -> frozenset[str]:
     return frozenset(k for sf in repo.secret_files([rel]) for k in sf.metadata.age_recipients)
 
 
-def share_secret(repo: Repo, key: str, to: str, file: Path | None = None, *, outside_rule: bool = False) -> SharedSecret:
-    """Encrypt the current value of ``key`` to ``to`` with age, ASCII-armored.
+def share_secret(repo: Repo, key: str, to: str, file: str | Path | None = None, *, outside_rule: bool = False) -> SharedSecret:
+    """Encrypt the current value of ``key`` (in the file :func:`find_secret` picks, as for
+    ``rotate``) to ``to`` with age, ASCII-armored.
 
     A recipient the file's rule does not include is refused unless ``outside_rule``; then the
     hand-over is recorded in the ledger as an exposure of ``key`` to them (until it is rotated)."""
+    from opssecrets.policy import load_policy
+
     label, recipient = resolve_recipient(repo, to)
-    rel = find_key_file(repo, key, file)
+    found = find_secret(repo, key, file, load_policy(repo.root).platform.default_file)
+    rel, key = found.relpath, found.key
     outside = recipient not in rule_readers(repo, rel)
     if outside and not outside_rule:
         raise BadInput(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -27,6 +28,8 @@ def _platform(repo: OpsRepo) -> AgeKey:
     """An ops repository with one encrypted file; returns a key to add as a new engineer."""
     assert repo.ops("init", "--admin", "dan", "--age-key", repo.operator.recipient).code == 0
     repo.encrypt(SECRETS, f"db-password: {secrets.token_urlsafe(24)}\n")
+    # as in a fresh clone, no state folder yet (init made one for its lock)
+    shutil.rmtree(repo.root / ".git" / "opssecrets")
     return AgeKey.new()
 
 

@@ -583,6 +583,19 @@ def test_other_sops_formats(repo: OpsRepo, rel: str, plaintext: str, key: str, i
     assert proc.returncode == 0 and proc.stdout.decode() == new
 
 
+def test_file_is_read_from_the_working_folder_first_as_for_share(platform: Platform) -> None:
+    """In secrets/, '--file secrets.yaml' is the file the shell completes there, even though a
+    (plain) secrets.yaml also sits at the root; a path from the root still works from there."""
+    platform.repo.write("secrets.yaml", "notes: plain\n")
+    platform.repo.monkeypatch.chdir(platform.root / "secrets")
+    r = platform.repo.ops("rotate", "acme-email", "--file", "secrets.yaml", "--stdin", stdin="x@clarun.example")
+    assert r.code == 0, r
+    assert platform.value("acme-email") == "x@clarun.example"
+    r = platform.repo.ops("rotate", "acme-email", "--file", SECRETS, "--stdin", stdin="y@clarun.example")
+    assert r.code == 0, r
+    assert platform.value("acme-email") == "y@clarun.example"
+
+
 def test_file_outside_the_repository_is_refused(platform: Platform) -> None:
     outside = platform.root.parent / "elsewhere.yaml"
     outside.write_bytes((platform.root / SECRETS).read_bytes())

@@ -90,6 +90,36 @@ def test_key_in_several_files_needs_file(repo: OpsRepo, team: dict[str, AgeKey],
     assert open_with(team["alice"], chosen.out, tmp_path) == second
 
 
+def test_without_file_the_policy_default_file_wins_as_for_rotate(repo: OpsRepo, team: dict[str, AgeKey], tmp_path: Path) -> None:
+    """The same answer to "which file holds KEY" as rotate: secrets/secrets.yaml (the policy's
+    default file) when it holds the key, even if another file has one of that name."""
+    platform_value, project_value = slack_bot(), slack_bot()
+    repo.encrypt("secrets/secrets.yaml", f"token: {platform_value}\n")
+    repo.encrypt("projects/hello-bot/secrets.yaml", f"token: {project_value}\n")
+    result = repo.ops("share", "token", "--to", "dan")
+    assert result.code == 0, result
+    assert open_with(team["dan"], result.out, tmp_path) == platform_value
+    assert "from secrets/secrets.yaml" in result.err
+
+
+def test_file_from_a_sub_folder_is_read_from_there_else_from_the_root(
+    repo: OpsRepo, team: dict[str, AgeKey], tmp_path: Path
+) -> None:
+    chosen = slack_bot()
+    repo.encrypt("projects/hello-bot/secrets.yaml", f"token: {chosen}\n")
+    repo.encrypt("projects/other/secrets.yaml", f"token: {slack_bot()}\n")  # so --file is needed
+    repo.monkeypatch.chdir(repo.root / "projects")
+    # as tab completion gives it here, and as opssecrets prints it (from the root)
+    for given in ("hello-bot/secrets.yaml", "projects/hello-bot/secrets.yaml", "./hello-bot/../hello-bot/secrets.yaml"):
+        result = repo.ops("share", "token", "--to", "alice", "--file", given)
+        assert result.code == 0, (given, result)
+        assert open_with(team["alice"], result.out, tmp_path) == chosen
+        assert "from projects/hello-bot/secrets.yaml" in result.err
+    missing = repo.ops("share", "token", "--to", "alice", "--file", "nowhere.yaml")
+    assert missing.code == 2 and "--file nowhere.yaml does not exist" in missing.err, missing
+    assert str(repo.root / "projects") in missing.err and missing.out == ""
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -98,7 +128,7 @@ def test_key_in_several_files_needs_file(repo: OpsRepo, team: dict[str, AgeKey],
         (("share", "token", "--to", "age1notreally"), "bech32"),
         (("share", "token", "--to", "alice", "--file", "README.md"), "not a sops-encrypted file"),
         (("share", "token", "--to", "alice", "--file", "missing.yaml"), "does not exist"),
-        (("share", "other", "--to", "alice", "--file", "secrets/a.yaml"), "has no key 'other'"),
+        (("share", "other", "--to", "alice", "--file", "secrets/a.yaml"), "no key 'other' in secrets/a.yaml"),
     ],
 )
 def test_bad_input_is_one_line_and_changes_nothing(repo: OpsRepo, team: dict[str, AgeKey], args: tuple[str, ...], message: str) -> None:

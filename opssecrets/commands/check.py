@@ -6,13 +6,15 @@ import sys
 
 import click
 
+from opssecrets.commands.common import json_option, pass_repo_context
 from opssecrets.errors import EXIT_FINDINGS, EXIT_OK, BadInput
+from opssecrets.repo import RepoContext
 
 
 @click.command("check")
 @click.option("--staged", is_flag=True, help="Check what is staged in the git index (the staged content).")
 @click.option("--all", "all_files", is_flag=True, help="Check every tracked file.")
-@click.option("--json", "as_json", is_flag=True, help='Print {"findings": [{"path", "line", "rule", "message"}], "binary": [PATH]}.')
+@json_option(help='Print {"findings": [{"path", "line", "rule", "message"}], "binary": [PATH]}.')
 @click.option("--known", is_flag=True, help="Also report files holding the current value of any secret (needs an identity).")
 @click.option("--jobs", type=click.IntRange(min=1), default=None, help="Worker processes for --all (default: CPU count).")
 @click.option(
@@ -25,9 +27,9 @@ from opssecrets.errors import EXIT_FINDINGS, EXIT_OK, BadInput
     ),
 )
 @click.argument("paths", nargs=-1, type=click.Path(path_type=str))
-@click.pass_context
+@pass_repo_context
 def check(
-    ctx: click.Context,
+    context: RepoContext,
     staged: bool,
     all_files: bool,
     as_json: bool,
@@ -44,7 +46,6 @@ def check(
     Exit 0 clean, 1 findings, 2 bad usage, 3 environment.
     """
     from opssecrets.guard.engine import CheckOptions, run_check
-    from opssecrets.repo import Repo
 
     if staged and all_files:
         raise BadInput("--staged and --all do not go together: pick one")
@@ -53,7 +54,7 @@ def check(
     if not (staged or all_files or paths or base):
         raise BadInput("nothing to check: give PATHs, --staged (the git hook), --all or --base REF")
     mode = "staged" if staged else "all" if all_files else "paths"
-    root = Repo.locate(ctx.obj.get("repo") if ctx.obj else None, config_symlink_ok=True).root
+    root = context.repo(config_symlink_ok=True).root
     report = run_check(root, CheckOptions(mode=mode, paths=paths, known=known, jobs=jobs, base=base))
 
     for note in report.notes:

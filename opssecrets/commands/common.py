@@ -1,30 +1,55 @@
-"""What the command modules share: option bundles, the repo from the context, plan output."""
+"""What the command modules share: option bundles, the repository context, plan output.
+
+Kept light: the guard (``opssecrets check``, a pre-commit hook) imports it at startup.
+"""
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import click
 
 from opssecrets.output import emit_json, render_table
-from opssecrets.repo import Repo
-from opssecrets.transaction import Plan
+from opssecrets.repo import RepoContext
+
+if TYPE_CHECKING:
+    from opssecrets.transaction import Plan
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+JSON_HELP = "Print JSON for scripts instead of a table."
 
-def json_option(func: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table.")(func)
+# Every command gets the repository from here, resolved once by the group from --repo.
+pass_repo_context = click.make_pass_decorator(RepoContext, ensure=True)
+
+
+@overload
+def json_option(func: F, /) -> F: ...
+@overload
+def json_option(*, help: str = JSON_HELP) -> Callable[[F], F]: ...
+def json_option(func: F | None = None, /, *, help: str = JSON_HELP) -> F | Callable[[F], F]:
+    """``--json`` (as ``as_json``): ``@json_option``, or ``@json_option(help=...)`` where the
+    command says what its JSON holds."""
+    decorator: Callable[[F], F] = click.option("--json", "as_json", is_flag=True, help=help)
+    return decorator(func) if func is not None else decorator
 
 
 def dry_run_option(func: F) -> F:
     return click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")(func)
 
 
-def current_repo(ctx: click.Context) -> Repo:
-    return Repo.locate(ctx.find_root().obj.get("repo") if ctx.find_root().obj else None)
+def file_option(func: F) -> F:
+    """``--file`` of the commands that take one secret (``opssecrets/findsecret.py`` reads it)."""
+    return click.option(
+        "--file",
+        "file",
+        metavar="FILE",
+        default=None,
+        help="The encrypted file holding KEY, as a path from here or from the repository root (default: the policy's "
+        "default file, secrets/secrets.yaml, if it holds KEY, else the one file that does).",
+    )(func)
 
 
 def say(message: str) -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import click
 
-from opssecrets.commands.common import current_repo, json_option
+from opssecrets.commands.common import json_option, pass_repo_context
 from opssecrets.errors import BadInput, OpsError
-from opssecrets.repo import Repo
+from opssecrets.repo import Repo, RepoContext
 
 
 def _labeller(repo: Repo) -> Callable[[str], str]:
@@ -34,8 +34,8 @@ def _labeller(repo: Repo) -> Callable[[str], str]:
 @click.command("diff")
 @click.argument("args", nargs=-1, metavar="[REF] [PATH]...")
 @json_option
-@click.pass_context
-def diff(ctx: click.Context, args: tuple[str, ...], as_json: bool) -> int:
+@pass_repo_context
+def diff(context: RepoContext, args: tuple[str, ...], as_json: bool) -> int:
     """Per sops file changed since REF (default HEAD): keys added, removed and changed, recipients added and removed.
 
     Values never appear. A value counts as changed when both sides decrypt (in memory,
@@ -46,7 +46,7 @@ def diff(ctx: click.Context, args: tuple[str, ...], as_json: bool) -> int:
     from opssecrets.output import emit_json
     from opssecrets.sopsdiff import diff_sides, read_side, render_text, sops_decryptor
 
-    repo = current_repo(ctx)
+    repo = context.repo()
     ref = "HEAD"
     paths = list(args)
     if paths and not paths[0].startswith("-") and not (Path(paths[0]).exists()) and git.is_commit(repo.root, paths[0]):
@@ -80,8 +80,8 @@ def diff(ctx: click.Context, args: tuple[str, ...], as_json: bool) -> int:
 
 @click.command("textconv")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.pass_context
-def textconv(ctx: click.Context, file: Path) -> int:
+@pass_repo_context
+def textconv(context: RepoContext, file: Path) -> int:
     """Print a sops file for 'git diff': recipients and keys, each value as a keyed fingerprint.
 
     The fingerprint is HMAC-SHA256 with a key kept in this clone (.git/opssecrets/, mode
@@ -100,7 +100,7 @@ def textconv(ctx: click.Context, file: Path) -> int:
     if side is None:
         sys.stdout.buffer.write(data)
         return 0
-    repo = current_repo(ctx)
+    repo = context.repo()
     key = fingerprint_key(repo.state_dir)
     try:
         decrypt = sops_decryptor(repo.sops)

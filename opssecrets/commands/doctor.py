@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import click
 
+from opssecrets.commands.common import json_option, pass_repo_context
 from opssecrets.errors import EXIT_FINDINGS
+from opssecrets.repo import RepoContext
 
 
 @click.command("doctor")
-@click.option("--json", "as_json", is_flag=True, help="Print the checks and the file table as JSON.")
-@click.pass_context
-def doctor(ctx: click.Context, as_json: bool) -> int:
+@json_option(help="Print the checks and the file table as JSON.")
+@pass_repo_context
+def doctor(context: RepoContext, as_json: bool) -> int:
     """Check this machine: sops and age, .sops.yaml, which identity sops would use, what it decrypts.
 
     Exits 0 only when everything needed works; each problem is printed with its fix.
@@ -18,7 +20,7 @@ def doctor(ctx: click.Context, as_json: bool) -> int:
     from opssecrets.doctor import run_doctor
     from opssecrets.output import emit_json, render_table
 
-    report = run_doctor(ctx.obj["repo"])
+    report = run_doctor(context)
     if as_json:
         emit_json(
             {

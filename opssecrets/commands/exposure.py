@@ -7,16 +7,17 @@ from pathlib import Path
 
 import click
 
-from opssecrets.commands.common import current_repo, json_option, say
+from opssecrets.commands.common import json_option, pass_repo_context, say
 from opssecrets.errors import Findings
+from opssecrets.repo import RepoContext
 
 
 @click.command("exposure")
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @json_option
 @click.option("--strict", is_flag=True, help="Exit 1 when any value is exposed or the history is incomplete (for CI).")
-@click.pass_context
-def exposure(ctx: click.Context, paths: tuple[Path, ...], as_json: bool, strict: bool) -> int:
+@pass_repo_context
+def exposure(context: RepoContext, paths: tuple[Path, ...], as_json: bool, strict: bool) -> int:
     """Who could know each current value, read from git history (needs an identity).
 
     For every key of every current sops file (or of PATHs): each reader who is not a
@@ -30,7 +31,7 @@ def exposure(ctx: click.Context, paths: tuple[Path, ...], as_json: bool, strict:
     from opssecrets.exposure import audit, save_for_status
     from opssecrets.output import emit_json
 
-    repo = current_repo(ctx)
+    repo = context.repo()
     only = [repo.relpath(path) for path in paths] if paths else None
     report = audit(repo, only)
     if only is None:

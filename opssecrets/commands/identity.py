@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from opssecrets import identity as ident
+from opssecrets.commands.common import json_option
 from opssecrets.errors import BadInput, EnvironmentProblem, NoIdentity
 from opssecrets.keys import generate_identity, plugin_of_identity, recipient_for_identity
 from opssecrets.sopsconfig import check_name
@@ -178,7 +179,7 @@ def _print_recipient(recipient: str | None, described: str) -> None:
 
 
 @identity.command("show")
-@click.option("--json", "as_json", is_flag=True, help="Print the source and recipients as JSON.")
+@json_option(help="Print the source and recipients as JSON.")
 def show(as_json: bool) -> int:
     """Print the recipient (age1..., public) of the identity sops would use, and where it comes from."""
     resolved = ident.resolve_identity()

@@ -7,17 +7,18 @@ from pathlib import Path
 import click
 
 from opssecrets.access import file_access
-from opssecrets.commands.common import current_repo, json_option
+from opssecrets.commands.common import json_option, pass_repo_context
 from opssecrets.output import emit
+from opssecrets.repo import RepoContext
 from opssecrets.sopsconfig import SopsConfig, short_name
 
 
 @click.command()
 @json_option
-@click.pass_context
-def recipients(ctx: click.Context, as_json: bool) -> int:
+@pass_repo_context
+def recipients(context: RepoContext, as_json: bool) -> int:
     """List every recipient: name, role (and where it came from), key, and the rules each is in."""
-    repo = current_repo(ctx)
+    repo = context.repo()
     config = SopsConfig.load(repo.require_config())
     rows = [
         {
@@ -49,10 +50,10 @@ def recipients(ctx: click.Context, as_json: bool) -> int:
 @click.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @json_option
-@click.pass_context
-def access(ctx: click.Context, paths: tuple[Path, ...], as_json: bool) -> int:
+@pass_repo_context
+def access(context: RepoContext, paths: tuple[Path, ...], as_json: bool) -> int:
     """For each encrypted file: its rule, who should read it, who can, and whether they differ."""
-    repo = current_repo(ctx)
+    repo = context.repo()
     config = SopsConfig.load(repo.require_config())
     only = [repo.relpath(p) for p in paths] if paths else None
     rows = file_access(repo, config, only)

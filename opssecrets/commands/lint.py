@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import click
 
-from opssecrets.commands.common import current_repo, json_option
+from opssecrets.commands.common import json_option, pass_repo_context
 from opssecrets.errors import EXIT_FINDINGS
 from opssecrets.lint import lint_text
 from opssecrets.output import emit_json
+from opssecrets.repo import RepoContext
 
 
 @click.command("lint")
 @json_option
-@click.pass_context
-def lint(ctx: click.Context, as_json: bool) -> int:
+@pass_repo_context
+def lint(context: RepoContext, as_json: bool) -> int:
     """Check .sops.yaml: aliases, keys, regexes, unreachable rules (errors); coverage (warnings)."""
-    repo = current_repo(ctx)
+    repo = context.repo()
     path = repo.require_config()
     problems = lint_text(path.read_text(encoding="utf-8"), str(path.name))
     errors = [p for p in problems if p.level == "error"]

@@ -8,53 +8,33 @@ from pathlib import Path
 
 import click
 
-from opssecrets import fsio, git
+from opssecrets import changes
 from opssecrets import recipients as edits
-from opssecrets.commands.common import current_repo, dry_run_option, json_option, say, show_plan
+from opssecrets.commands.common import dry_run_option, json_option, pass_repo_context, say, show_plan
 from opssecrets.errors import EXIT_FINDINGS, BadInput
-from opssecrets.identity import operator_name
 from opssecrets.keys import age_key_from, parse_ssh_public_key
-from opssecrets.ledger import exposures_undone_on_failure, record_data_key_rotations, record_exposures
 from opssecrets.output import progress, render_table
-from opssecrets.repo import Repo
-from opssecrets.secretfile import file_age_recipients
+from opssecrets.repo import Repo, RepoContext
 from opssecrets.sopsconfig import SopsConfig, anchor_for, check_name, short_name
 from opssecrets.templates import initial_config
-from opssecrets.transaction import Plan, apply, check_plugins, plan_files, repo_lock
+from opssecrets.transaction import Plan
 
 AGE_KEY_HELP = "The engineer's age recipient (age1..., from 'age-keygen -y' or 'opssecrets identity show')."
 SSH_KEY_HELP = "An SSH ed25519 public key line or .pub file; converted to age as ssh-to-age does."
 
 
 def _change(
-    ctx: click.Context,
+    context: RepoContext,
     edit_fn: Callable[[SopsConfig], edits.Edit],
     *,
     dry_run: bool,
     as_json: bool = False,
-) -> tuple[Plan, edits.Edit]:
-    """Load, edit, plan and (unless dry-run) apply, all under the repository lock.
-
-    When the edit names who loses access (``exposed_to``), every key of the files whose data
-    key is rotated is marked exposed to them in the ledger before anything else changes."""
-    repo = current_repo(ctx)
-    repo.require_config()
-    with repo_lock(repo):
-        before = SopsConfig.load(repo.config_path)
-        edit = edit_fn(before)
-        plan = Plan(before, edit.after, plan_files(repo, before, edit.after, edit.removed_keys), list(edit.notes))
-        if not dry_run:
-            check_plugins(plan)  # before the ledger records anything
-            with exposures_undone_on_failure(repo.root, plan):
-                if edit.exposed_to is not None and any(change.rotate for change in plan.files):
-                    record_exposures(repo.root, plan, edit.exposed_to, operator=operator_name(repo.root))
-                apply(repo, plan, progress)
-            rotated = [change.relpath for change in plan.files if change.rotate]
-            if rotated:
-                readers = {rel: file_age_recipients(repo.root / rel) for rel in rotated}
-                record_data_key_rotations(repo.root, plan, readers=readers, head=git.head_commit(repo.root))
-    show_plan(plan, dry_run=dry_run, as_json=as_json)
-    return plan, edit
+    folders: tuple[str, ...] = (),
+) -> changes.Change:
+    """Run the edit through ``changes.edit_recipients`` and print what it did (or would do)."""
+    change = changes.edit_recipients(context.repo(), edit_fn, folders=folders, dry_run=dry_run, progress=progress)
+    show_plan(change.plan, dry_run=dry_run, as_json=as_json)
+    return change
 
 
 def _exposed_report(plan: Plan, reader: str) -> None:
@@ -72,16 +52,12 @@ def _exposed_report(plan: Plan, reader: str) -> None:
 @click.option("--ssh-key", help=SSH_KEY_HELP)
 @click.option("--host", "host", help="A host that reads the platform secrets (anchor host_NAME).")
 @click.option("--ssh-host-key", help="The host's /etc/ssh/ssh_host_ed25519_key.pub (line or file).")
-@click.pass_context
-def init(ctx: click.Context, admin: str, age_key: str | None, ssh_key: str | None, host: str | None, ssh_host_key: str | None) -> int:
+@pass_repo_context
+def init(context: RepoContext, admin: str, age_key: str | None, ssh_key: str | None, host: str | None, ssh_host_key: str | None) -> int:
     """Create .sops.yaml in the platform layout, and secrets/."""
-    root_obj = ctx.find_root().obj or {}
-    root = Path(root_obj.get("repo") or Path.cwd()).resolve()
-    if not root.is_dir():
-        raise BadInput(f"{root}: no such directory")
+    root = context.new_root()
     repo = Repo(root)
-    if repo.config_path.exists():
-        raise BadInput(f"{repo.config_path} already exists; edit it with the other commands instead of init")
+    changes.refuse_existing_config(repo)  # first: before any of the options is read
     admin = short_name(anchor_for(admin, "admin"))
     if (host is None) != (ssh_host_key is None):
         raise BadInput("--host and --ssh-host-key go together: give both or neither")
@@ -91,10 +67,7 @@ def init(ctx: click.Context, admin: str, age_key: str | None, ssh_key: str | Non
         host = short_name(anchor_for(host, "host"))
         assert ssh_host_key is not None
         host_key = parse_ssh_public_key(ssh_host_key).age_recipient
-    text = initial_config(admin, admin_key, host, host_key)
-    SopsConfig(text)  # parse what we are about to write
-    (root / "secrets").mkdir(exist_ok=True)
-    fsio.write_atomic(repo.config_path, text.encode("utf-8"), 0o644)
+    changes.create_config(repo, initial_config(admin, admin_key, host, host_key), progress=progress)
     click.echo(f"created {repo.config_path} (admin {admin}" + (f", host {host})" if host else ")"))
     return 0
 
@@ -110,9 +83,9 @@ def init(ctx: click.Context, admin: str, age_key: str | None, ssh_key: str | Non
 @click.option("--project", "projects", multiple=True, help="Join this project's rule (repeatable).")
 @dry_run_option
 @json_option
-@click.pass_context
+@pass_repo_context
 def add_engineer(
-    ctx: click.Context,
+    context: RepoContext,
     name: str,
     age_key: str | None,
     ssh_key: str | None,
@@ -134,11 +107,11 @@ def add_engineer(
             raise BadInput("give one of --age-key, --ssh-key or --forgejo-user")
         from opssecrets.commands.forgejo_keys import key_from_forgejo
 
-        repo = current_repo(ctx)
+        repo = context.repo()
         repo.require_config()
         check_name(name)
         key = key_from_forgejo(forgejo_url, forgejo_user, yes=yes, root=repo.root).age_recipient
-    _change(ctx, lambda c: edits.add_engineer(c, name, key, admin=admin, projects=projects), dry_run=dry_run, as_json=as_json)
+    _change(context, lambda c: edits.add_engineer(c, name, key, admin=admin, projects=projects), dry_run=dry_run, as_json=as_json)
     return 0
 
 
@@ -146,16 +119,16 @@ def add_engineer(
 @click.argument("name")
 @dry_run_option
 @json_option
-@click.pass_context
-def remove_engineer(ctx: click.Context, name: str, dry_run: bool, as_json: bool) -> int:
+@pass_repo_context
+def remove_engineer(context: RepoContext, name: str, dry_run: bool, as_json: bool) -> int:
     """Remove an engineer: re-encrypt and rotate the data key of every file they could read."""
-    return _remove(ctx, name, "engineer", dry_run=dry_run, as_json=as_json)
+    return _remove(context, name, "engineer", dry_run=dry_run, as_json=as_json)
 
 
-def _remove(ctx: click.Context, name: str, role: str, *, dry_run: bool, as_json: bool) -> int:
-    plan, edit = _change(ctx, lambda c: edits.remove(c, name, role=role)[0], dry_run=dry_run, as_json=as_json)
+def _remove(context: RepoContext, name: str, role: str, *, dry_run: bool, as_json: bool) -> int:
+    change = _change(context, lambda c: edits.remove(c, name, role=role)[0], dry_run=dry_run, as_json=as_json)
     if not dry_run and not as_json:
-        _exposed_report(plan, edit.exposed_to or name)
+        _exposed_report(change.plan, change.exposed_to or name)
     return 0
 
 
@@ -169,9 +142,9 @@ def _remove(ctx: click.Context, name: str, role: str, *, dry_run: bool, as_json:
 )
 @dry_run_option
 @json_option
-@click.pass_context
+@pass_repo_context
 def add_host(
-    ctx: click.Context,
+    context: RepoContext,
     name: str,
     ssh_host_key: str,
     projects: tuple[str, ...],
@@ -188,12 +161,12 @@ def add_host(
         if projects:
             raise BadInput("--replace keeps the host's rules; drop --project")
         edit_fn = partial(edits.replace_host_key, name=name, key=key, compromised=compromised)
-        plan, _ = _change(ctx, edit_fn, dry_run=dry_run, as_json=as_json)
+        change = _change(context, edit_fn, dry_run=dry_run, as_json=as_json)
         if compromised and not dry_run and not as_json:
-            _exposed_report(plan, f"{name}'s old key")
+            _exposed_report(change.plan, f"{name}'s old key")
     else:
         check_name(name)
-        _change(ctx, lambda c: edits.add_host(c, name, key, projects=projects), dry_run=dry_run, as_json=as_json)
+        _change(context, lambda c: edits.add_host(c, name, key, projects=projects), dry_run=dry_run, as_json=as_json)
     return 0
 
 
@@ -201,10 +174,10 @@ def add_host(
 @click.argument("name")
 @dry_run_option
 @json_option
-@click.pass_context
-def remove_host(ctx: click.Context, name: str, dry_run: bool, as_json: bool) -> int:
+@pass_repo_context
+def remove_host(context: RepoContext, name: str, dry_run: bool, as_json: bool) -> int:
     """Remove a host: re-encrypt and rotate the data key of every file it could read."""
-    return _remove(ctx, name, "host", dry_run=dry_run, as_json=as_json)
+    return _remove(context, name, "host", dry_run=dry_run, as_json=as_json)
 
 
 @click.command("add-project")
@@ -212,13 +185,11 @@ def remove_host(ctx: click.Context, name: str, dry_run: bool, as_json: bool) -> 
 @click.option("--member", "members", multiple=True, help="An engineer who reads it (repeatable).")
 @click.option("--host", "hosts", multiple=True, help="A host that reads it (repeatable); default: every host.")
 @dry_run_option
-@click.pass_context
-def add_project(ctx: click.Context, name: str, members: tuple[str, ...], hosts: tuple[str, ...], dry_run: bool) -> int:
+@pass_repo_context
+def add_project(context: RepoContext, name: str, members: tuple[str, ...], hosts: tuple[str, ...], dry_run: bool) -> int:
     """Add a rule for secrets/projects/NAME/, read by the admins, its hosts and members."""
-    _change(ctx, lambda c: edits.add_project(c, name, members, hosts), dry_run=dry_run)
-    if not dry_run:
-        repo = current_repo(ctx)
-        (repo.root / "secrets" / "projects" / name).mkdir(parents=True, exist_ok=True)
+    folder = f"secrets/projects/{name}"
+    _change(context, lambda c: edits.add_project(c, name, members, hosts), dry_run=dry_run, folders=(folder,))
     return 0
 
 
@@ -226,10 +197,10 @@ def add_project(ctx: click.Context, name: str, members: tuple[str, ...], hosts: 
 @click.argument("engineer")
 @click.argument("project")
 @dry_run_option
-@click.pass_context
-def grant(ctx: click.Context, engineer: str, project: str, dry_run: bool) -> int:
+@pass_repo_context
+def grant(context: RepoContext, engineer: str, project: str, dry_run: bool) -> int:
     """Let an engineer read a project's secrets."""
-    _change(ctx, lambda c: edits.grant(c, engineer, project), dry_run=dry_run)
+    _change(context, lambda c: edits.grant(c, engineer, project), dry_run=dry_run)
     return 0
 
 
@@ -237,12 +208,12 @@ def grant(ctx: click.Context, engineer: str, project: str, dry_run: bool) -> int
 @click.argument("engineer")
 @click.argument("project")
 @dry_run_option
-@click.pass_context
-def revoke(ctx: click.Context, engineer: str, project: str, dry_run: bool) -> int:
+@pass_repo_context
+def revoke(context: RepoContext, engineer: str, project: str, dry_run: bool) -> int:
     """Stop an engineer reading a project: re-encrypt and rotate that project's files."""
-    plan, _ = _change(ctx, lambda c: edits.revoke(c, engineer, project), dry_run=dry_run)
+    change = _change(context, lambda c: edits.revoke(c, engineer, project), dry_run=dry_run)
     if not dry_run:
-        _exposed_report(plan, engineer)
+        _exposed_report(change.plan, engineer)
     return 0
 
 
@@ -251,10 +222,10 @@ def revoke(ctx: click.Context, engineer: str, project: str, dry_run: bool) -> in
 @click.option("--check", is_flag=True, help="Change nothing; exit 1 if any file's recipients differ from its rule.")
 @dry_run_option
 @json_option
-@click.pass_context
-def reencrypt(ctx: click.Context, paths: tuple[Path, ...], check: bool, dry_run: bool, as_json: bool) -> int:
+@pass_repo_context
+def reencrypt(context: RepoContext, paths: tuple[Path, ...], check: bool, dry_run: bool, as_json: bool) -> int:
     """Bring files whose recipients differ from their rule in line (sops updatekeys)."""
-    repo = current_repo(ctx)
+    repo = context.repo()
     repo.require_config()
     only = [repo.relpath(p) for p in paths] if paths else None
     if only is not None:
@@ -262,13 +233,9 @@ def reencrypt(ctx: click.Context, paths: tuple[Path, ...], check: bool, dry_run:
         if missing:
             raise BadInput(f"{missing[0]}: no such file")
     if check or dry_run:
-        config = SopsConfig.load(repo.config_path)
-        plan = Plan(config, config, plan_files(repo, config, config, only=only, include_unrelated_drift=True))
+        plan = changes.reencrypt(repo, only, dry_run=True)
         show_plan(plan, dry_run=True, as_json=as_json)
         return EXIT_FINDINGS if check and plan.files else 0
-    with repo_lock(repo):
-        config = SopsConfig.load(repo.config_path)
-        plan = Plan(config, config, plan_files(repo, config, config, only=only, include_unrelated_drift=True))
-        apply(repo, plan, progress)
+    plan = changes.reencrypt(repo, only, progress=progress)
     show_plan(plan, dry_run=False, as_json=as_json)
     return 0

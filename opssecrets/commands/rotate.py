@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import click
 
+from opssecrets.commands.common import file_option, json_option, pass_repo_context
 from opssecrets.errors import BadInput, Findings
 from opssecrets.ledger import RotationLedger
 from opssecrets.paths import LEDGER_PATH
 from opssecrets.policy import Policy, load_policy
-from opssecrets.repo import Repo
+from opssecrets.repo import Repo, RepoContext
 from opssecrets.rotation import (
     Target,
     VerifyOptions,
@@ -30,11 +30,6 @@ EXIT_CODES = (
     "no terminal for the prompt); 3 environment (service unreachable, no identity can decrypt the file, sops missing); "
     "4 sops failed; 130 interrupted (Ctrl-C). On any failure no file is changed."
 )
-
-
-def _repo(ctx: click.Context) -> Repo:
-    explicit: Path | None = (ctx.find_root().obj or {}).get("repo")
-    return Repo.locate(explicit)
 
 
 def _announce(message: str) -> None:
@@ -56,14 +51,6 @@ homeserver_option = click.option(
     metavar="URL",
     default=None,
     help="Matrix homeserver base URL (default: $OPSSECRETS_HOMESERVER, else the policy's).",
-)
-file_option = click.option(
-    "--file",
-    "file",
-    metavar="FILE",
-    default=None,
-    help="The encrypted file holding KEY (default: the policy's default file, secrets/secrets.yaml, "
-    "or the one file that holds KEY).",
 )
 
 
@@ -113,9 +100,9 @@ def _prompt(target: Target) -> str:
 @click.option("--no-verify", "no_verify", is_flag=True, help="Do not check the value with the service before writing it.")
 @slack_api_option
 @homeserver_option
-@click.pass_context
+@pass_repo_context
 def rotate(
-    ctx: click.Context,
+    context: RepoContext,
     key: str,
     file: str | None,
     generate: bool,
@@ -135,7 +122,7 @@ def rotate(
     """
     if generate and from_stdin:
         raise BadInput("--generate and --stdin both give the value: use one")
-    repo = _repo(ctx)
+    repo = context.repo()
     policy = load_policy(repo.root)
     target = resolve_target(repo, policy, key, file)
     # Decrypting the current value first proves an identity here can open the file before
@@ -190,15 +177,15 @@ def rotate(
 @file_option
 @slack_api_option
 @homeserver_option
-@click.pass_context
-def verify(ctx: click.Context, key: str, file: str | None, slack_api_url: str | None, homeserver: str | None) -> int:
+@pass_repo_context
+def verify(context: RepoContext, key: str, file: str | None, slack_api_url: str | None, homeserver: str | None) -> int:
     """Check the current value of KEY with its service, without changing anything.
 
     Decrypts it with your identity; Slack tokens are checked with auth.test or
     apps.connections.open, the Matrix registration token with the homeserver's validity
     endpoint (after the deploy).
     """
-    repo = _repo(ctx)
+    repo = context.repo()
     policy = load_policy(repo.root)
     target = resolve_target(repo, policy, key, file)
     result = verify_current(repo, target, _verify_options(slack_api_url, homeserver))
@@ -219,7 +206,7 @@ def _notify(repo: Repo, policy: Policy, rows: list[StatusRow], *, always: bool, 
 
 
 @click.command("status", epilog=EXIT_CODES)
-@click.option("--json", "as_json", is_flag=True, help='Print {"secrets": [...]} for scripts.')
+@json_option(help='Print {"secrets": [...]} for scripts.')
 @click.option("--strict", is_flag=True, help="Exit 1 when any secret is overdue or exposed (for CI).")
 @click.option(
     "--notify",
@@ -228,8 +215,8 @@ def _notify(repo: Repo, policy: Policy, rows: list[StatusRow], *, always: bool, 
 )
 @click.option("--notify-always", is_flag=True, help="Like --notify, and post even when all is well (a heartbeat).")
 @homeserver_option
-@click.pass_context
-def status(ctx: click.Context, as_json: bool, strict: bool, notify: bool, notify_always: bool, homeserver: str | None) -> int:
+@pass_repo_context
+def status(context: RepoContext, as_json: bool, strict: bool, notify: bool, notify_always: bool, homeserver: str | None) -> int:
     """Every key of every encrypted file: kind, last rotation, age, max age and state.
 
     States, worst first: exposed (a removed reader could read it, as the ledger or the last
@@ -240,7 +227,7 @@ def status(ctx: click.Context, as_json: bool, strict: bool, notify: bool, notify
     """
     from opssecrets.output import emit_json, render_table
 
-    repo = _repo(ctx)
+    repo = context.repo()
     policy = load_policy(repo.root)
     rows = status_rows(repo, policy, RotationLedger.load(repo.root))
     if as_json:

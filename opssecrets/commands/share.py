@@ -3,35 +3,30 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import click
 
-from opssecrets.repo import Repo
+from opssecrets.commands.common import file_option, pass_repo_context
+from opssecrets.repo import RepoContext
 
 
 @click.command("share")
 @click.argument("key")
 @click.option("--to", "to", required=True, help="A recipient name from .sops.yaml, or an age1... recipient.")
-@click.option(
-    "--file",
-    "file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The secret file holding KEY (needed only when several files have it).",
-)
+@file_option
 @click.option(
     "--outside-rule",
     is_flag=True,
     help="Hand it to someone the file's rule does not include; recorded in the ledger as exposed to them.",
 )
-@click.pass_context
-def share(ctx: click.Context, key: str, to: str, file: Path | None, outside_rule: bool) -> int:
+@pass_repo_context
+def share(context: RepoContext, key: str, to: str, file: str | None, outside_rule: bool) -> int:
     """Hand one secret's current value to one person: encrypted with age to them, armored on stdout.
 
     KEY is named as sops-nix names it (slack/bot_token). Send the output instead of
     pasting the value into a chat; they read it with 'age -d -i THEIR_KEYS_FILE'.
     """
-    repo = Repo.locate(ctx.obj["repo"])
+    repo = context.repo()
     from opssecrets.share import share_secret
 
     shared = share_secret(repo, key, to, file, outside_rule=outside_rule)
