@@ -5,8 +5,10 @@ repository lock it asks the caller for the change, so the plan is made from the 
 they are now, not as they were before another run finished; it records in the ledger who
 could read what before any file changes (and takes that back if nothing was changed after
 all); it applies the plan all or nothing (:func:`opssecrets.transaction.apply`); and it
-records the data keys it replaced. Commands only parse and print: progress reaches them
-through a callback. Token rotation keeps its own flow in ``opssecrets/rotation.py``.
+records what happened (the data keys it replaced, and whatever the change itself records, such
+as a rotated value) in one ledger session. Commands only parse and print: progress reaches
+them through a callback. A token rotation (``opssecrets/rotation.py``) is one more change:
+a plan whose file change sets a value, with a record of its own.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from opssecrets import git
 from opssecrets.errors import BadInput, EnvironmentProblem
 from opssecrets.identity import operator_name
-from opssecrets.ledger import exposures_undone_on_failure, record_data_key_rotations, record_exposures
+from opssecrets.ledger import RotationLedger, editing, exposures_undone_on_failure, now_utc, record_exposures
 from opssecrets.recipients import Edit
 from opssecrets.repo import Repo
 from opssecrets.secretfile import file_age_recipients
@@ -33,11 +36,18 @@ Progress = Callable[[int, int, str], None]
 class Change:
     """A planned change and what it means beyond the files: who loses access (every key of
     every file whose data key it rotates is recorded as exposed to them), and the folders it
-    creates (relative to the root)."""
+    creates (relative to the root). ``record`` adds what the change itself records to the
+    ledger session that records its rotated data keys (a rotation: the new value, who, why),
+    with the moment it was applied; ``before_replace`` sees each new file just before it is
+    renamed in (a rotation notes it, so a run killed before recording is finished by the next);
+    ``after_record`` runs once the ledger is saved, still under the lock."""
 
     plan: Plan
     exposed_to: str | None = None
     folders: tuple[str, ...] = ()
+    record: Callable[[RotationLedger, datetime], None] | None = None
+    before_replace: Callable[[str, bytes], None] | None = None
+    after_record: Callable[[], None] | None = None
 
 
 def run_change(repo: Repo, make: Callable[[], Change], *, dry_run: bool = False, progress: Progress | None = None) -> Change:
@@ -56,21 +66,35 @@ def _record_and_apply(repo: Repo, change: Change, progress: Progress | None) -> 
     try:
         _make_folders(repo.root, change.folders, made)
         if change.exposed_to is None:
-            apply(repo, plan, progress)
+            apply(repo, plan, progress, before_replace=change.before_replace)
         else:
             with exposures_undone_on_failure(repo.root, plan):
                 if any(file.rotate for file in plan.files):  # only then ask who the operator is
                     record_exposures(repo.root, plan, change.exposed_to, operator=operator_name(repo.root))
-                apply(repo, plan, progress)
+                apply(repo, plan, progress, before_replace=change.before_replace)
     except BaseException:
         for folder in reversed(made):
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only ones this run made, and only while empty
         raise
-    rotated = [file.relpath for file in plan.files if file.rotate]
-    if rotated:
-        readers = {relpath: file_age_recipients(repo.root / relpath) for relpath in rotated}
-        record_data_key_rotations(repo.root, plan, readers=readers, head=git.head_commit(repo.root))
+    _record(repo, change)
+    if change.after_record is not None:
+        change.after_record()
+
+
+def _record(repo: Repo, change: Change) -> None:
+    """One ledger session after the files changed: the change's own record, then every data
+    key it replaced (with the file's readers now and HEAD), all at one moment."""
+    rotated = [file.relpath for file in change.plan.files if file.rotate]
+    if change.record is None and not rotated:
+        return
+    when = now_utc()
+    head = git.head_commit(repo.root) if rotated else None
+    with editing(repo.root) as ledger:
+        if change.record is not None:
+            change.record(ledger, when)
+        for relpath in rotated:
+            ledger.record_data_key_rotation(relpath, when, readers=file_age_recipients(repo.root / relpath), head=head)
 
 
 def _make_folders(root: Path, folders: Sequence[str], made: list[Path]) -> None:

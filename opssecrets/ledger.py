@@ -41,7 +41,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -352,22 +352,3 @@ def _digest(path: Path) -> bytes | None:
         return hashlib.sha256(path.read_bytes()).digest()
     except OSError:
         return None
-
-
-def record_data_key_rotations(
-    root: Path,
-    plan: Plan,
-    when: datetime | None = None,
-    *,
-    readers: Mapping[str, Sequence[str] | None],
-    head: str | None,
-) -> None:
-    """After a recipient change was applied: record the files whose data key it rotated, each
-    with its age recipients now (``readers``, by path), HEAD at ``head``."""
-    rotated = [change for change in plan.files if change.rotate]
-    if not rotated:
-        return
-    moment = when or now_utc()
-    with editing(root) as ledger:
-        for change in rotated:
-            ledger.record_data_key_rotation(change.relpath, moment, readers=readers.get(change.relpath), head=head)

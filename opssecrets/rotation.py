@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 
 from opssecrets import fsio, git
+from opssecrets.changes import Change, run_change
 from opssecrets.errors import BadInput, EnvironmentProblem, Findings, Interrupted
 from opssecrets.exposure import saved_data_key_readers
 from opssecrets.findsecret import find_secret
@@ -29,7 +30,7 @@ from opssecrets.policy import Policy, SecretKind
 from opssecrets.repo import Repo
 from opssecrets.secretfile import SecretFile, file_age_recipients
 from opssecrets.sopsconfig import recipient_names, short_name
-from opssecrets.transaction import FileChange, NewValue, Plan, apply, repo_lock
+from opssecrets.transaction import FileChange, NewValue, Plan, repo_lock
 from opssecrets.verify.http import Rejected, Unreachable, VerifyResult
 
 _AGE_RECIPIENT = re.compile(r"age1[02-9ac-hj-np-z]{58}")
@@ -303,34 +304,36 @@ def rotate_secret(
         skipped = "--no-verify"
     else:
         verified = verify_new_value(kind, value, options)
-    # The repository lock keeps recipient changes (remove-engineer, ...) from running at the
-    # same time; the ledger's own lock is taken inside it, never the other way round.
-    with repo_lock(repo):
-        before = (repo.root / target.relpath).read_bytes()
-        try:
-            with editing(repo.root) as ledger:
-                reasons = data_key_rotation_reasons(repo, ledger, target)
+    recorded: list[tuple[str | None, datetime]] = []
+    reasons: list[str] = []
+    before: list[bytes] = []  # the file as the lock found it
 
-                def note(relpath: str, data: bytes) -> None:
-                    _note_pending(repo, relpath, target.key, reason, bool(reasons), data)
+    def make() -> Change:
+        # under the repository lock, so no recipient change runs meanwhile
+        before.append((repo.root / target.relpath).read_bytes())
+        reasons[:] = data_key_rotation_reasons(repo, RotationLedger.load(repo.root), target)
 
-                plan = value_plan(target.relpath, target.key, value, rotate_data_key=bool(reasons))
-                apply(repo, plan, before_replace=note)
-                when = now_utc()
-                by = operator_name(repo.root)
-                ledger.record_rotation(target.relpath, target.key, when=when, by=by, reason=reason)
-                if reasons:
-                    ledger.record_data_key_rotation(
-                        target.relpath, when, readers=file_age_recipients(repo.root / target.relpath), head=git.head_commit(repo.root)
-                    )
-        except (KeyboardInterrupt, Interrupted):
-            if (repo.root / target.relpath).read_bytes() == before:
-                raise  # nothing was written: the CLI (or apply's message) says so
-            raise Interrupted(
-                f"the new value of {target.key} is already in {target.relpath}, but the ledger may not have recorded it; "
-                "run the same command again with the same value to record it"
-            ) from None
-        _pending_path(repo).unlink(missing_ok=True)
+        def note(relpath: str, data: bytes) -> None:
+            _note_pending(repo, relpath, target.key, reason, bool(reasons), data)
+
+        def record(ledger: RotationLedger, when: datetime) -> None:
+            by = operator_name(repo.root)
+            ledger.record_rotation(target.relpath, target.key, when=when, by=by, reason=reason)
+            recorded.append((by, when))
+
+        plan = value_plan(target.relpath, target.key, value, rotate_data_key=bool(reasons))
+        return Change(plan, record=record, before_replace=note, after_record=lambda: _pending_path(repo).unlink(missing_ok=True))
+
+    try:
+        run_change(repo, make)
+    except (KeyboardInterrupt, Interrupted):
+        if not before or (repo.root / target.relpath).read_bytes() == before[0]:
+            raise  # nothing was written: the CLI (or apply's message) says so
+        raise Interrupted(
+            f"the new value of {target.key} is already in {target.relpath}, but the ledger may not have recorded it; "
+            "run the same command again with the same value to record it"
+        ) from None
+    by, when = recorded[0]
     steps = kind.runbook_steps(file=target.relpath, key=target.key, deploy=policy.platform.deploy)
     return RotationOutcome(target, verified, skipped, reasons, by, when, steps)
 
