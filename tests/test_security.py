@@ -156,6 +156,16 @@ def recorder(repo: OpsRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         _ACTIVE = None
 
 
+def _stand_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, program: str, script: str) -> None:
+    """Put ``script`` (``{real}``: the real binary) in front of the real sops or age."""
+    real = (find_sops() if program == "sops" else find_age()).path
+    wrapper = tmp_path / f"stand-in-{program}" / program
+    wrapper.parent.mkdir()
+    wrapper.write_text(script.format(real=real))
+    wrapper.chmod(0o755)
+    monkeypatch.setenv(f"OPSSECRETS_{program.upper()}", str(wrapper))
+
+
 def _which(name: str) -> str:
     import shutil
 
@@ -276,11 +286,7 @@ def test_an_unexpected_error_carrying_a_value_shows_and_logs_no_value(
     """A sops that answers garbage makes http.client raise ValueError('Invalid header value
     b"Bearer <token>..."'): the message holds the token; opssecrets prints a one-line
     internal error and writes only frames to crash.log."""
-    (tmp_path / "garbage").mkdir()
-    wrapper = tmp_path / "garbage" / "sops"
-    wrapper.write_text(GARBAGE_SOPS.format(real=find_sops().path))
-    wrapper.chmod(0o755)
-    monkeypatch.setenv("OPSSECRETS_SOPS", str(wrapper))
+    _stand_in(tmp_path, monkeypatch, "sops", GARBAGE_SOPS)
     token = platform.tokens["slack-bot-token"]
     slack.valid.add(token)
     for result in (platform.repo.ops("verify", "slack-bot-token"), platform.repo.ops_proc("verify", "slack-bot-token")):
@@ -308,11 +314,7 @@ exec {real} "$@"
 def test_failed_rotation_leaves_no_temp_file_and_changes_nothing(
     platform: Platform, slack: FakeService, recorder: Recorder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_home: Path
 ) -> None:
-    (tmp_path / "failing").mkdir()
-    wrapper = tmp_path / "failing" / "sops"
-    wrapper.write_text(FAILING_SOPS.format(real=find_sops().path))
-    wrapper.chmod(0o755)
-    monkeypatch.setenv("OPSSECRETS_SOPS", str(wrapper))
+    _stand_in(tmp_path, monkeypatch, "sops", FAILING_SOPS)
     new = slack_bot()
     slack.valid.add(new)
     recorder.secrets += [new, *(v for v in platform.tokens.values() if len(v) >= 12)]
@@ -341,11 +343,7 @@ def test_a_failed_read_back_names_the_step_and_not_the_new_value(
 ) -> None:
     """The check after `sops set` reads the new value back; if sops fails and its stderr holds
     that value, the one-line error shows [redacted] in its place."""
-    (tmp_path / "echoing").mkdir()
-    wrapper = tmp_path / "echoing" / "sops"
-    wrapper.write_text(ECHOING_SOPS.format(real=find_sops().path))
-    wrapper.chmod(0o755)
-    monkeypatch.setenv("OPSSECRETS_SOPS", str(wrapper))
+    _stand_in(tmp_path, monkeypatch, "sops", ECHOING_SOPS)
     new = slack_bot()
     slack.valid.add(new)
     before = platform.repo.snapshot()
@@ -367,11 +365,7 @@ def test_failed_share_leaves_no_temp_file_and_shows_no_value(
     platform: Platform, recorder: Recorder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_home: Path
 ) -> None:
     """The value was decrypted and handed to age, which failed: nothing stays behind."""
-    (tmp_path / "failing").mkdir()
-    wrapper = tmp_path / "failing" / "age"
-    wrapper.write_text(FAILING_AGE.format(real=find_age().path))
-    wrapper.chmod(0o755)
-    monkeypatch.setenv("OPSSECRETS_AGE", str(wrapper))
+    _stand_in(tmp_path, monkeypatch, "age", FAILING_AGE)
     recorder.secrets += [v for v in platform.tokens.values() if len(v) >= 12]
     with recorder.watching():
         result = platform.repo.ops("share", "slack-bot-token", "--to", "dan")
