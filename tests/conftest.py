@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -19,6 +20,12 @@ import pytest
 
 from opssecrets.cli import main
 from opssecrets.keys import generate_identity, recipient_for_identity
+
+# A run started in the background by a shell without job control (`pytest ... &` in a script)
+# inherits SIGINT as ignored, and every opssecrets child would too: the Ctrl-C tests need the
+# default (a child started after this gets it back at exec).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TESTS_DIR = PROJECT_ROOT / "tests"
