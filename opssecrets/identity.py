@@ -41,7 +41,6 @@ from opssecrets.keys import (
     recipient_for_identity,
 )
 from opssecrets.paths import CONFIG_NAME
-from opssecrets.sopsconfig import recipient_names
 
 USER_IDENTITY_VARS = ("SOPS_AGE_KEY", "SOPS_AGE_KEY_FILE", "SOPS_AGE_KEY_CMD", "SOPS_AGE_SSH_PRIVATE_KEY_FILE")
 KEYRING_SERVICE = "opssecrets"
@@ -431,6 +430,10 @@ def operator_recipients() -> list[str]:
 def operator_name(root: Path) -> str | None:
     """Who runs opssecrets, as the ledger records it: their name in ``.sops.yaml`` (the anchor
     whose key is theirs), else their recipient (public, fine to record), else None."""
+    # imported here: every sops call imports this module, and only a change asks who ran it,
+    # so the .sops.yaml parser stays out of a read-only command's start-up
+    from opssecrets.sopsconfig import recipient_names
+
     recipients = operator_recipients()
     names = recipient_names(root / CONFIG_NAME)
     for recipient in recipients:

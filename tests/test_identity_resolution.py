@@ -194,3 +194,19 @@ def test_recipient_changes_decrypt_with_the_keyring_identity(repo: OpsRepo, keyr
     updatekeys = [e for a, e in zip(argv_lines, env_lines, strict=True) if "updatekeys" in a]
     assert updatekeys and all(line == f"{sha(admin.identity)} unset" for line in updatekeys)
     assert admin.identity not in "\n".join(argv_lines)
+
+
+def test_a_sops_call_does_not_load_the_sops_yaml_editor(repo: OpsRepo) -> None:
+    """Every command that runs sops imports the identity module; only a change asks who ran
+    it (the name from .sops.yaml). So a decrypt must not pay for the round-trip editor."""
+    build_repo(repo, [repo.operator])
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from opssecrets.repo import Repo\n"
+        f"Repo(Path({str(repo.root)!r})).sops.decrypt('secrets/app.yaml')\n"
+        "print(' '.join(m for m in ('opssecrets.sopsconfig', 'opssecrets.yamltree') if m in sys.modules) or 'lean')\n"
+    )
+    env = {**os.environ, **CHILD_PATH}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert proc.stdout.split() == ["lean"], (proc.stdout, proc.stderr)
