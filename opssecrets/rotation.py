@@ -22,13 +22,13 @@ from opssecrets import fsio, git
 from opssecrets.changes import Change, run_change
 from opssecrets.errors import BadInput, EnvironmentProblem, Findings, Interrupted
 from opssecrets.exposure import saved_data_key_readers
-from opssecrets.findsecret import find_secret
+from opssecrets.findsecret import FoundSecret, find_secret
 from opssecrets.identity import operator_name
 from opssecrets.ledger import RotationLedger, editing, format_time, now_utc
 from opssecrets.paths import CONFIG_NAME, ROTATION_PENDING
 from opssecrets.policy import Policy, SecretKind
 from opssecrets.repo import Repo
-from opssecrets.secretfile import SecretFile, file_age_recipients
+from opssecrets.secretfile import file_age_recipients
 from opssecrets.sopsconfig import recipient_names, short_name
 from opssecrets.transaction import FileChange, NewValue, Plan, repo_lock
 from opssecrets.verify.http import Rejected, Unreachable, VerifyResult
@@ -40,17 +40,16 @@ _AGE_RECIPIENT = re.compile(r"age1[02-9ac-hj-np-z]{58}")
 
 
 @dataclass(frozen=True)
-class Target:
-    relpath: str
-    key: str
+class Target(FoundSecret):
+    """A secret found by :func:`find_secret`, with its kind in the policy."""
+
     kind: SecretKind
-    secret_file: SecretFile
 
 
 def resolve_target(repo: Repo, policy: Policy, key: str, file: str | None) -> Target:
     """The file and kind for ``key`` (which file: :func:`opssecrets.findsecret.find_secret`)."""
     found = find_secret(repo, key, file, policy.platform.default_file)
-    return Target(found.relpath, found.key, policy.kind_for_key(found.key), found.secret_file)
+    return Target(found.relpath, found.key, found.secret_file, policy.kind_for_key(found.key))
 
 
 # --- the new value ---------------------------------------------------------------------------
