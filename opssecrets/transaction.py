@@ -204,71 +204,17 @@ def apply(
     if plan.empty:
         return
     check_plugins(plan)
-    state = repo.state_dir
-    stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=state))
+    stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=repo.state_dir))
     os.chmod(stage, 0o700)
     renaming = False
     try:
-        config = plan.after if plan.after is not None else plan.before
-        stage_config = stage / CONFIG_NAME
-        if config is not None:
-            fsio.create_private(stage_config, config.text.encode("utf-8"))
-        else:
-            stage_config = repo.config_path
-        originals: dict[str, bytes] = {}
-        for change in plan.files:
-            source = repo.root / change.relpath
-            target = stage / change.relpath
-            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            originals[change.relpath] = source.read_bytes()
-            fsio.create_private(target, originals[change.relpath])
-        total = len(plan.files)
-        # Rotate first, while the old recipients (the operator among them, even one removing
-        # their own key) can still open the data key; the removed keys are dropped in the same
-        # step, so the new data key is never wrapped for them. updatekeys then brings each file
-        # in line with its rule.
-        to_rotate = [c for c in plan.files if c.rotate]
-        if to_rotate:
-            _rotate_all(repo, to_rotate, stage, stage_config, progress)
-        to_update = [c for c in plan.files if c.updatekeys]
-        for type_args in sorted({c.type_args for c in to_update}):
-            try:
-                batch = [c.relpath for c in to_update if c.type_args == type_args]
-                repo.sops.updatekeys(batch, cwd=stage, config=stage_config, type_args=type_args)
-            except OpsError as exc:
-                raise _unstaged(exc, stage) from None
-        if progress:
-            progress(len(to_update), total, "re-wrapping data keys")
-        for change in plan.files:
-            if change.set_value is not None:
-                new = change.set_value
-                try:
-                    repo.sops.set_value(change.relpath, new.key, new.value, cwd=stage, config=stage_config, name=change.relpath)
-                except OpsError as exc:
-                    raise _unstaged(exc, stage) from None
+        stage_config, originals = _stage(repo, plan, stage)
+        _run_sops(repo, plan, stage, stage_config, progress)
         for change in plan.files:
             if (repo.root / change.relpath).read_bytes() != originals[change.relpath]:
                 raise BadInput(f"{change.relpath} changed while this run worked on it; nothing was written, run it again")
         renaming = True  # from here on a Ctrl-C leaves some files new: say which (see _interrupted)
-        for change in plan.files:
-            staged = stage / change.relpath
-            original = repo.root / change.relpath
-            if before_replace is not None:
-                before_replace(change.relpath, staged.read_bytes())
-            fsio.move_into_place(staged, original, original.stat().st_mode & 0o777)
-        for folder in sorted({(repo.root / change.relpath).parent for change in plan.files}):
-            fsio.fsync_folder(folder)  # the renames themselves survive a power loss
-        if plan.config_changed:
-            assert plan.after is not None
-            try:
-                fsio.write_atomic(repo.config_path, plan.after.text.encode("utf-8"), _mode_of(repo.config_path))
-            except OSError as exc:
-                problem = environment_fault(
-                    exc,
-                    f"writing {repo.config_path.name}",
-                    f"the secret files are already re-encrypted and {repo.config_path.name} is unchanged",
-                )
-                raise (problem or exc) from None
+        _rename_in(repo, plan, stage, before_replace)
     except KeyboardInterrupt:
         if renaming:
             raise _interrupted(repo, plan, stage) from None
@@ -278,6 +224,73 @@ def apply(
         raise (environment_fault(exc, "staging the re-encrypted files", then) or exc) from None
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def _stage(repo: Repo, plan: Plan, stage: Path) -> tuple[Path, dict[str, bytes]]:
+    """0600 copies of the new ``.sops.yaml`` (else the current one is used) and of every
+    file in ``stage``; returns the config sops is to read and each file's original bytes."""
+    config = plan.after if plan.after is not None else plan.before
+    stage_config = stage / CONFIG_NAME
+    if config is not None:
+        fsio.create_private(stage_config, config.text.encode("utf-8"))
+    else:
+        stage_config = repo.config_path
+    originals: dict[str, bytes] = {}
+    for change in plan.files:
+        target = stage / change.relpath
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        originals[change.relpath] = (repo.root / change.relpath).read_bytes()
+        fsio.create_private(target, originals[change.relpath])
+    return stage_config, originals
+
+
+def _run_sops(
+    repo: Repo, plan: Plan, stage: Path, stage_config: Path, progress: Callable[[int, int, str], None] | None
+) -> None:
+    """Every sops step on the staged copies. Rotate first, while the old recipients (the
+    operator among them, even one removing their own key) can still open the data key; the
+    removed keys are dropped in the same step, so the new data key is never wrapped for
+    them. updatekeys then brings each file in line with its rule; a value is set last."""
+    to_rotate = [c for c in plan.files if c.rotate]
+    if to_rotate:
+        _rotate_all(repo, to_rotate, stage, stage_config, progress)
+    to_update = [c for c in plan.files if c.updatekeys]
+    try:
+        for type_args in sorted({c.type_args for c in to_update}):
+            batch = [c.relpath for c in to_update if c.type_args == type_args]
+            repo.sops.updatekeys(batch, cwd=stage, config=stage_config, type_args=type_args)
+        if progress:
+            progress(len(to_update), len(plan.files), "re-wrapping data keys")
+        for change in plan.files:
+            if change.set_value is not None:
+                new = change.set_value
+                repo.sops.set_value(change.relpath, new.key, new.value, cwd=stage, config=stage_config, name=change.relpath)
+    except OpsError as exc:
+        raise _unstaged(exc, stage) from None
+
+
+def _rename_in(repo: Repo, plan: Plan, stage: Path, before_replace: Callable[[str, bytes], None] | None) -> None:
+    """Each staged file over its original (mode kept), each folder fsynced once, then
+    ``.sops.yaml`` last."""
+    for change in plan.files:
+        staged = stage / change.relpath
+        original = repo.root / change.relpath
+        if before_replace is not None:
+            before_replace(change.relpath, staged.read_bytes())
+        fsio.move_into_place(staged, original, original.stat().st_mode & 0o777)
+    for folder in sorted({(repo.root / change.relpath).parent for change in plan.files}):
+        fsio.fsync_folder(folder)  # the renames themselves survive a power loss
+    if plan.config_changed:
+        assert plan.after is not None
+        try:
+            fsio.write_atomic(repo.config_path, plan.after.text.encode("utf-8"), _mode_of(repo.config_path))
+        except OSError as exc:
+            problem = environment_fault(
+                exc,
+                f"writing {repo.config_path.name}",
+                f"the secret files are already re-encrypted and {repo.config_path.name} is unchanged",
+            )
+            raise (problem or exc) from None
 
 
 def _interrupted(repo: Repo, plan: Plan, stage: Path) -> Interrupted:
