@@ -28,6 +28,13 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def library_sources(under: str = "opssecrets") -> dict[str, str]:
+    """Every module below ``under`` (a folder of the project), by its path from the project
+    root, with its source: what the one-entrance tests scan for a second door."""
+    paths = sorted((PROJECT_ROOT / under).rglob("*.py"))
+    return {path.relative_to(PROJECT_ROOT).as_posix(): path.read_text(encoding="utf-8") for path in paths}
 TESTS_DIR = PROJECT_ROOT / "tests"
 SHARED = PROJECT_ROOT.parent / "shared"
 # Real .sops.yaml files from public repositories: third-party data, kept outside this repository.

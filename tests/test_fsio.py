@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from opssecrets import fsio
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, library_sources
 
 HOME = "opssecrets/fsio.py"
 GUARDED = {("os", "replace"), ("os", "rename"), ("os", "fsync"), ("os", "fdatasync"), ("fcntl", "flock"), ("fcntl", "lockf")}
@@ -38,14 +38,9 @@ def side_doors(source: str) -> list[str]:
 
 
 def test_only_fsio_replaces_fsyncs_or_locks() -> None:
-    modules = sorted((PROJECT_ROOT / "opssecrets").rglob("*.py"))
+    modules = library_sources()
     assert len(modules) > 40
-    offenders = [
-        f"{path.relative_to(PROJECT_ROOT).as_posix()}: {hit}"
-        for path in modules
-        if path.relative_to(PROJECT_ROOT).as_posix() != HOME
-        for hit in side_doors(path.read_text(encoding="utf-8"))
-    ]
+    offenders = [f"{module}: {hit}" for module, source in modules.items() if module != HOME for hit in side_doors(source)]
     assert offenders == [], f"use opssecrets.fsio (write_atomic, move_into_place, fsync_folder, locked): {offenders}"
 
 

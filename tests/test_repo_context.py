@@ -5,20 +5,14 @@ from __future__ import annotations
 
 import re
 
-from tests.conftest import PROJECT_ROOT
-
-PACKAGE = PROJECT_ROOT / "opssecrets"
-
-
-def _sources() -> dict[str, str]:
-    return {path.relative_to(PROJECT_ROOT).as_posix(): path.read_text(encoding="utf-8") for path in PACKAGE.rglob("*.py")}
+from tests.conftest import library_sources
 
 
 def test_only_the_repository_context_locates_the_repository() -> None:
     readers = re.compile(r"Repo\.locate\(|find_repo_root\(|\.find_root\(|\bctx\.obj\b|\.obj\[|\.obj\.get\(")
     found = {
         f"{name}:{number}": line.strip()
-        for name, text in _sources().items()
+        for name, text in library_sources().items()
         for number, line in enumerate(text.splitlines(), start=1)
         if readers.search(line) and not line.lstrip().startswith(("def ", "#", '"'))
     }
@@ -27,14 +21,14 @@ def test_only_the_repository_context_locates_the_repository() -> None:
 
 
 def test_json_is_declared_once() -> None:
-    found = [name for name, text in _sources().items() if '"--json"' in text]
+    found = [name for name, text in library_sources().items() if '"--json"' in text]
     assert found == ["opssecrets/commands/common.py"]
 
 
 def test_file_is_declared_once_and_read_by_find_secret() -> None:
     """rotate, verify and share take --file from common.file_option and resolve it with
     findsecret.find_secret: one answer to "which file holds KEY"."""
-    sources = _sources()
+    sources = library_sources()
     assert [name for name, text in sources.items() if '"--file"' in text] == ["opssecrets/commands/common.py"]
     callers = sorted(name for name, text in sources.items() if "find_secret(" in text and name != "opssecrets/findsecret.py")
     assert callers == ["opssecrets/rotation.py", "opssecrets/share.py"]

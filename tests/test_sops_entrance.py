@@ -15,7 +15,7 @@ import re
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, library_sources
 
 ENTRANCE = "opssecrets/sops.py"
 
@@ -118,18 +118,13 @@ def side_doors(source: str) -> list[str]:
     return found
 
 
-def _modules() -> dict[str, str]:
-    paths = sorted((PROJECT_ROOT / "opssecrets").rglob("*.py"))
-    return {path.relative_to(PROJECT_ROOT).as_posix(): path.read_text(encoding="utf-8") for path in paths}
-
-
 def _allowed(module: str, hit: str) -> bool:
     what = hit.split(": ", 1)[1]
     return (what == "find_sops" and module in MAY_FIND_SOPS)
 
 
 def test_only_sops_py_runs_sops() -> None:
-    modules = _modules()
+    modules = library_sources()
     assert len(modules) > 40
     offenders = [
         f"{module}: {hit}"
