@@ -274,6 +274,41 @@ class RotationOutcome:
     steps: list[str] = field(default_factory=list)
 
 
+@dataclass
+class _ValueChange:
+    """One new value as a change for :func:`run_change`: planned under the repository lock (so
+    no recipient change runs meanwhile), noted before its rename (so a run killed before the
+    ledger is saved is finished by the next), recorded in the ledger."""
+
+    repo: Repo
+    target: Target
+    value: str = field(repr=False)
+    reason: str | None
+    before: bytes | None = None  # the file as the lock found it
+    reasons: list[str] = field(default_factory=list)  # why the data key is replaced too
+    by: str | None = None
+    when: datetime | None = None
+
+    def change(self) -> Change:
+        self.before = (self.repo.root / self.target.relpath).read_bytes()
+        self.reasons = data_key_rotation_reasons(self.repo, RotationLedger.load(self.repo.root), self.target)
+        plan = value_plan(self.target.relpath, self.target.key, self.value, rotate_data_key=bool(self.reasons))
+        return Change(plan, record=self._record, before_replace=self._note, after_record=self._forget_note)
+
+    def _note(self, relpath: str, data: bytes) -> None:
+        _note_pending(self.repo, relpath, self.target.key, self.reason, bool(self.reasons), data)
+
+    def _record(self, ledger: RotationLedger, when: datetime) -> None:
+        self.by, self.when = operator_name(self.repo.root), when
+        ledger.record_rotation(self.target.relpath, self.target.key, when=when, by=self.by, reason=self.reason)
+
+    def _forget_note(self) -> None:
+        _pending_path(self.repo).unlink(missing_ok=True)
+
+    def wrote_the_file(self) -> bool:
+        return self.before is not None and (self.repo.root / self.target.relpath).read_bytes() != self.before
+
+
 def rotate_secret(
     repo: Repo,
     policy: Policy,
@@ -303,38 +338,19 @@ def rotate_secret(
         skipped = "--no-verify"
     else:
         verified = verify_new_value(kind, value, options)
-    recorded: list[tuple[str | None, datetime]] = []
-    reasons: list[str] = []
-    before: list[bytes] = []  # the file as the lock found it
-
-    def make() -> Change:
-        # under the repository lock, so no recipient change runs meanwhile
-        before.append((repo.root / target.relpath).read_bytes())
-        reasons[:] = data_key_rotation_reasons(repo, RotationLedger.load(repo.root), target)
-
-        def note(relpath: str, data: bytes) -> None:
-            _note_pending(repo, relpath, target.key, reason, bool(reasons), data)
-
-        def record(ledger: RotationLedger, when: datetime) -> None:
-            by = operator_name(repo.root)
-            ledger.record_rotation(target.relpath, target.key, when=when, by=by, reason=reason)
-            recorded.append((by, when))
-
-        plan = value_plan(target.relpath, target.key, value, rotate_data_key=bool(reasons))
-        return Change(plan, record=record, before_replace=note, after_record=lambda: _pending_path(repo).unlink(missing_ok=True))
-
+    rotation = _ValueChange(repo, target, value, reason)
     try:
-        run_change(repo, make)
+        run_change(repo, rotation.change)
     except (KeyboardInterrupt, Interrupted):
-        if not before or (repo.root / target.relpath).read_bytes() == before[0]:
+        if not rotation.wrote_the_file():
             raise  # nothing was written: the CLI (or apply's message) says so
         raise Interrupted(
             f"the new value of {target.key} is already in {target.relpath}, but the ledger may not have recorded it; "
             "run the same command again with the same value to record it"
         ) from None
-    by, when = recorded[0]
+    assert rotation.when is not None
     steps = kind.runbook_steps(file=target.relpath, key=target.key, deploy=policy.platform.deploy)
-    return RotationOutcome(target, verified, skipped, reasons, by, when, steps)
+    return RotationOutcome(target, verified, skipped, rotation.reasons, rotation.by, rotation.when, steps)
 
 
 def _finish_unfinished(repo: Repo, policy: Policy, target: Target) -> RotationOutcome | None:

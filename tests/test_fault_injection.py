@@ -578,14 +578,20 @@ def test_a_killed_run_leaves_no_stale_lock_and_the_next_run_clears_its_leftovers
     assert tally.failures == []
 
 
+def _rotated_file_rename(sc: Scenario) -> int:
+    """Which rename (counted from 1) puts rotate's new secrets/s00.yaml in place."""
+    assert sc.profile is not None
+    renames = [detail for kind, _, detail in sc.profile.events if kind == "rename"]
+    return renames.index("s00.yaml") + 1
+
+
 def test_rotate_killed_after_writing_the_file_is_recorded_by_the_rerun(world: World, prepared: dict[str, Scenario]) -> None:
     """Killed between renaming the file and saving the ledger, the same rotate run again
     finds the value already there: it records the rotation (exit 0) instead of refusing
     "the same as the current one"."""
     sc = prepared["rotate"]
-    assert sc.profile is not None and sc.after is not None
-    renames = [detail for kind, _, detail in sc.profile.events if kind == "rename"]
-    file_rename = renames.index("s00.yaml") + 1
+    assert sc.after is not None
+    file_rename = _rotated_file_rename(sc)
     root = copy_repo(world, sc.base, "rotate-pending")
     killed = run_command(world, root, sc.args, kill_at=f"rename:{file_rename + 1}", stdin=sc.stdin)
     assert killed.code == -9
@@ -638,9 +644,8 @@ def test_ctrl_c_after_rotate_wrote_the_file_says_so_and_a_rerun_records_it(world
     the value is in the file and the ledger may lack it (not "nothing was changed"); the
     same command run again records it."""
     sc = prepared["rotate"]
-    assert sc.profile is not None and sc.after is not None
-    renames = [detail for kind, _, detail in sc.profile.events if kind == "rename"]
-    file_rename = renames.index("s00.yaml") + 1
+    assert sc.after is not None
+    file_rename = _rotated_file_rename(sc)
     root = copy_repo(world, sc.base, "rotate-sigint")
     out = run_command(world, root, sc.args, kill_at=f"rename:{file_rename + 1}:SIGINT", stdin=sc.stdin)
     assert out.code == 130, out.err
